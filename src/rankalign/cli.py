@@ -1,0 +1,58 @@
+"""The ``rankalign`` command line: ``rankalign {rank,train,data,demo,eval} ...``.
+
+Each sub-command lives in ``rankalign.commands.<name>`` and exposes ``register(subparsers)``.
+Heavy libraries are imported inside the commands, so ``rankalign --help`` is instant.
+Set ``RANKALIGN_DEBUG=1`` to see full tracebacks of user errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS = ("rank", "train", "data", "eval", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rankalign import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rankalign",
+        description="List-wise, attribute-aware, self-supervised preference alignment of LLMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"rankalign {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"rankalign.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"rankalign.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rankalign.data.record import RecordError
+    from rankalign.errors import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except (UserError, RecordError, FileNotFoundError, ValueError) as exc:
+        if os.environ.get("RANKALIGN_DEBUG"):
+            raise
+        print(f"rankalign {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rankalign {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
