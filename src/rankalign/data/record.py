@@ -137,11 +137,13 @@ class ListRecord:
                     loc, f"responses[{i}]", f"unknown key(s) {extra}",
                     "a response has only 'text' and 'attributes'; move the rest into 'attributes'",
                 )
-            attrs = r.get("attributes") or {}
+            attrs = r.get("attributes")
+            attrs = {} if attrs is None else attrs
             if not isinstance(attrs, dict):
                 raise RecordError(loc, f"responses[{i}].attributes", "must be an object")
             responses.append(Response(text=r.get("text"), attributes=dict(attrs)))  # type: ignore[arg-type]
-        meta = data.get("meta") or {}
+        meta = data.get("meta")
+        meta = {} if meta is None else meta
         if not isinstance(meta, dict):
             raise RecordError(loc, "meta", "must be an object")
         rec = cls.__new__(cls)

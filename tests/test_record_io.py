@@ -1,0 +1,229 @@
+"""The list-wise record (rankalign.data.record) and its I/O (rankalign.data.io)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rankalign.data.io import LoadReport, atomic_path, read_records, write_jsonl, write_records
+from rankalign.data.record import ListRecord, RecordError, pairwise_to_list, parse_datetime
+
+
+def _rec(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "q1",
+        "prompt": "How do I sort?",
+        "responses": [
+            {"text": "use sorted()", "attributes": {"votes": 10, "created": "2014-11-02T00:52:10", "accepted": False}},
+            {"text": "list.sort()", "attributes": {"votes": 3, "created": "2015-01-01", "accepted": True}},
+            {"text": "bubble sort", "attributes": {"votes": 10, "created": "2016-05-05T10:00:00Z"}},
+        ],
+    }
+    base.update(kw)
+    return base
+
+
+# ------------------------------------------------------------------------------ validation
+@pytest.mark.parametrize(
+    ("patch", "field", "pattern"),
+    [
+        ({"extra": 1}, "extra", r"unknown key\(s\) \['extra'\].*put extra information under 'meta'"),
+        ({"id": ""}, "id", r"field 'id': missing or empty"),
+        ({"id": 1.5}, "id", r"must be a string or integer"),
+        ({"prompt": "  "}, "prompt", r"field 'prompt': missing or empty"),
+        ({"responses": "a"}, "responses", r"missing or not a list"),
+        ({"responses": ["only one"]}, "responses", r"has 1 response\(s\); a list needs at least 2"),
+        ({"responses": ["a", ""]}, "responses[1].text", r"'responses\[1\]\.text': missing or empty"),
+        ({"responses": ["a", 7]}, "responses[1]", r"expected an object, got int"),
+        ({"responses": ["a", {"text": "b", "votes": 3}]}, "responses[1]", r"unknown key\(s\) \['votes'\]"),
+        ({"responses": ["a", {"text": "b", "attributes": {"votes": "many"}}]},
+         "responses[1].attributes.votes", r"must be a finite number, got 'many'"),
+        ({"responses": ["a", {"text": "b", "attributes": {"votes": float("nan")}}]},
+         "responses[1].attributes.votes", r"must be a finite number"),
+        ({"responses": ["a", {"text": "b", "attributes": {"created": "last tuesday"}}]},
+         "responses[1].attributes.created", r"unparseable date 'last tuesday'.*ISO 8601"),
+        ({"ranking": [0, 0, 1]}, "ranking", r"\[0, 0, 1\] is not a permutation of 0\.\.2"),
+        ({"ranking": [0, 1]}, "ranking", r"not a permutation"),
+        ({"ranking": [0, 1, True]}, "ranking", r"not a permutation"),
+        ({"scores": [1.0, 2.0]}, "scores", r"needs one score per response \(3\)"),
+        ({"scores": [1.0, "x", 2.0]}, "scores[1]", r"must be a finite number, got 'x'"),
+        ({"apdf": [[0, 1], [1, 0]]}, "apdf", r"must be an 3x3 matrix"),
+        ({"meta": "tags"}, "meta", r"must be an object"),
+    ],
+)
+def test_from_dict_rejects_with_record_and_field(patch: dict[str, Any], field: str, pattern: str) -> None:
+    with pytest.raises(RecordError, match=pattern) as info:
+        ListRecord.from_dict(_rec(**patch), where="train.jsonl line 7")
+    assert info.value.field == field
+    assert str(info.value).startswith("train.jsonl line 7")
+
+
+def test_from_dict_names_the_id_and_accepts_valid() -> None:
+    with pytest.raises(RecordError, match=r"^record id='q9': field 'prompt'"):
+        ListRecord.from_dict(_rec(id="q9", prompt=""))
+    rec = ListRecord.from_dict(_rec(ranking=[2, 0, 1], scores=[1, 2, 3], id=42))
+    assert rec.id == "42" and rec.scores == [1.0, 2.0, 3.0] and isinstance(rec.scores[0], float)
+    assert ListRecord.from_dict(rec.to_dict()) == rec
+    with pytest.raises(RecordError, match="expected a JSON object, got list"):
+        ListRecord.from_dict([1, 2])
+
+
+def test_parse_datetime_forms() -> None:
+    assert parse_datetime("2014-11-02T00:52:10").isoformat() == "2014-11-02T00:52:10+00:00"
+    assert parse_datetime("2014-11-02T00:52:10Z") == parse_datetime("2014-11-02T00:52:10+00:00")
+    assert parse_datetime("2014-11-02T02:52:10+02:00") == parse_datetime("2014-11-02T00:52:10")
+    assert parse_datetime("2015-01-01").year == 2015
+    with pytest.raises(ValueError):
+        parse_datetime("")
+
+
+# ------------------------------------------------------------------------------ orders
+def test_preference_order_sources() -> None:
+    rec = ListRecord.from_dict(_rec())
+    # community: accepted first (index 1), then votes descending, ties (0 and 2 at 10) in input order
+    assert rec.community_order() == [1, 0, 2]
+    assert rec.preference_order() == [1, 0, 2]
+    assert rec.labels() == [2.0, 3.0, 1.0]  # M - position
+    with_scores = ListRecord.from_dict(_rec(scores=[0.5, -1.0, 2.0]))
+    assert with_scores.preference_order() == [2, 0, 1]
+    assert with_scores.labels() == [0.5, -1.0, 2.0]
+    gold = ListRecord.from_dict(_rec(scores=[0.5, -1.0, 2.0], ranking=[0, 2, 1]))
+    assert gold.preference_order() == [0, 2, 1] and gold.preference_order("scores") == [2, 0, 1]
+    plain = ListRecord.from_dict({"id": "p", "prompt": "q", "responses": ["a", "b", "c"]})
+    assert plain.preference_order() == [0, 1, 2]
+    with pytest.raises(RecordError, match=r"dynamic_ranking.*run `rankalign rank`"):
+        plain.preference_order("dynamic")
+    with pytest.raises(RecordError, match="'ranking': missing"):
+        plain.preference_order("gold")
+    with pytest.raises(ValueError, match="unknown order source 'best'"):
+        plain.preference_order("best")
+
+
+def test_community_order_negative_and_missing_votes() -> None:
+    rec = ListRecord.from_dict({"id": "x", "prompt": "q", "responses": [
+        {"text": "a", "attributes": {"votes": -2}},
+        {"text": "b", "attributes": {}},
+        {"text": "c", "attributes": {"votes": 0}},
+    ]})
+    assert rec.community_order() == [2, 0, 1]  # a response without votes ranks last
+
+
+def test_pairwise_to_list() -> None:
+    rec = pairwise_to_list({"prompt": "q", "chosen": "good", "rejected": "bad", "id": "p7", "source": "x"})
+    assert rec.id == "p7" and [r.text for r in rec.responses] == ["good", "bad"]
+    assert rec.ranking == [0, 1] and rec.meta == {"source": "x"}
+    assert pairwise_to_list({"prompt": "q", "chosen": "a", "rejected": "b"}, index=4).id == "pair-4"
+    with pytest.raises(RecordError, match=r"row 3: field 'rejected': missing"):
+        pairwise_to_list({"prompt": "q", "chosen": "a"}, where="row 3")
+    with pytest.raises(RecordError, match=r"responses\[1\]\.text"):
+        pairwise_to_list({"prompt": "q", "chosen": "a", "rejected": ""})
+
+
+# ------------------------------------------------------------------------------ round trips
+def _records() -> list[ListRecord]:
+    return [
+        ListRecord.from_dict(_rec(id="a", ranking=[1, 0, 2], meta={"tags": ["python"], "n": 2},
+                                  apdf=[[0, 1, 2], [1, 0, 3.5], [2, 3.5, 0]])),
+        ListRecord.from_dict({"id": "b", "prompt": "q2", "responses": [
+            {"text": "x", "attributes": {"rank": 0, "safe": True}}, {"text": "y é ✓"}],
+            "scores": [1, 0], "dynamic_ranking": [1, 0]}),
+    ]
+
+
+@pytest.mark.parametrize("name", ["data.jsonl", "data.parquet", "data_folder"])
+def test_write_read_round_trip(tmp_path: Path, name: str) -> None:
+    recs = _records()
+    assert write_records(recs, tmp_path / name) == 2
+    back = read_records(tmp_path / name)
+    assert [r.to_dict() for r in back] == [r.to_dict() for r in recs]
+    assert back == recs
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_json_array_and_jsonl_lines(tmp_path: Path) -> None:
+    recs = _records()
+    (tmp_path / "a.json").write_text(json.dumps([r.to_dict() for r in recs]), encoding="utf-8")
+    assert read_records(tmp_path / "a.json") == recs
+    write_records(recs, tmp_path / "b.jsonl")
+    lines = (tmp_path / "b.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["responses"][1]["text"] == "y é ✓"
+
+
+def test_read_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        read_records(tmp_path / "missing.jsonl")
+    (tmp_path / "x.csv").write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"unsupported data file 'x\.csv'"):
+        read_records(tmp_path / "x.csv")
+    with pytest.raises(ValueError, match=r"unsupported output 'x\.txt'"):
+        write_records(_records(), tmp_path / "x.txt")
+
+
+def test_skip_counting_and_raise(tmp_path: Path) -> None:
+    good = [r.to_dict() for r in _records()]
+    lines = [
+        json.dumps(good[0]),
+        "{broken",
+        json.dumps({**good[1], "prompt": ""}),
+        json.dumps(good[0]),  # duplicate id
+        "",
+        json.dumps({**good[1], "ranking": [0, 0]}),
+        json.dumps(good[1]),
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = LoadReport()
+    recs = read_records(path, on_error="skip", report=report)
+    assert [r.id for r in recs] == ["a", "b"] and report.kept == 2
+    assert report.skipped == Counter({"invalid JSON": 1, "invalid prompt": 1, "invalid id": 1, "invalid ranking": 1})
+    assert report.total_skipped == 4
+    summary = report.summary()
+    assert summary.startswith("kept 2 record(s), skipped 4") and "mixed.jsonl line 2" in summary
+    with pytest.raises(RecordError, match=r"mixed\.jsonl line 2: field '<json>': invalid JSON"):
+        read_records(path)
+    path.write_text("\n".join([lines[0], lines[3]]) + "\n", encoding="utf-8")
+    with pytest.raises(RecordError, match=r"line 2.*duplicate id 'a'"):
+        read_records(path)
+    with pytest.raises(ValueError, match="on_error must be"):
+        read_records(path, on_error="ignore")
+
+
+# ------------------------------------------------------------------------------ atomic writes
+def test_atomic_path_keeps_old_file_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_text("old\n", encoding="utf-8")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half", encoding="utf-8")
+        raise RuntimeError("killed")
+    assert target.read_text(encoding="utf-8") == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_write_jsonl_failing_midway_leaves_nothing(tmp_path: Path) -> None:
+    def rows() -> Any:
+        yield {"a": 1}
+        yield {"a": 2}
+        raise RuntimeError("source broke")
+
+    target = tmp_path / "sub" / "out.jsonl"
+    with pytest.raises(RuntimeError, match="source broke"):
+        write_jsonl(rows(), target)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    assert write_jsonl(iter([{"a": 1}, {"b": [1, 2]}]), target) == 2
+    assert [json.loads(x) for x in target.read_text(encoding="utf-8").splitlines()] == [{"a": 1}, {"b": [1, 2]}]
+
+
+def test_write_records_unserialisable_leaves_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    write_records(_records(), target)
+    before = target.read_bytes()
+    bad = ListRecord.from_dict({"id": "z", "prompt": "q", "responses": ["a", "b"], "meta": {"when": object()}})
+    with pytest.raises(TypeError):
+        write_records([*_records(), bad], target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
