@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-def _f(default, help_text: str, **kw):  # noqa: ANN001, ANN202
+def _f(default, help_text: str, **kw):
     return field(default=default, metadata={"help": help_text, **kw})
 
 
