@@ -1,0 +1,298 @@
+"""Rank lists of records without labels: attributes -> APDF -> multi-APDF -> dynamic ranking.
+
+Seed 000 §2.2 (eq. 1-5, Algorithm 1) with the SPEC §4 Decisions. :func:`rank_records` is what
+``rankalign rank`` and the SeAdpra trainer call; it writes ``dynamic_ranking`` (D^R) and
+``apdf`` (Delta_M, M x M) into every record.
+
+>>> cfg = RankingConfig(attributes=("semantic", "popularity"))
+>>> rank_records(records, cfg)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from rankalign.data.record import ListRecord, parse_datetime
+from rankalign.errors import ConfigError
+from rankalign.ranking.apdf import (
+    POSITION_SOURCES,
+    apdf,
+    arank_from_scores,
+    dynamic_ranking,
+    input_order,
+    multi_apdf,
+)
+from rankalign.ranking.attributes import SEMANTIC, check_attribute_names, record_gains
+from rankalign.ranking.embeddings import TextEncoder, embed_texts
+
+#: lists of one size are ranked together in chunks of this many (bounds memory at B*M*M floats).
+CHUNK_LISTS = 4096
+
+
+@dataclass
+class RankingConfig:
+    """How lists are ranked (SPEC §4). One dataclass for the Python API, the CLI and YAML.
+
+    Attributes:
+        attributes: gains that enter the multi-APDF, e.g. ``("semantic", "popularity")``;
+            also ``"scores"`` or any numeric response attribute (``helpfulness``, ``rating``).
+        half_life_days: popularity time-decay half life, days (> 0).
+        reference_date: fixed "now" for popularity ages (ISO 8601); default: the newest
+            response of each list.
+        position_source: where l_i of T(i) = 1/ln(l_i+1) comes from: ``"gain"`` (the sort by
+            that attribute's gain, SPEC Decision) or ``"input"`` (the given order).
+        embedding_model: sentence-embedding model name or folder; ``None`` = all-MiniLM-L6-v2.
+        batch_size: texts per embedding batch.
+    """
+
+    attributes: tuple[str, ...] = ("semantic", "popularity")
+    half_life_days: float = 365.0
+    reference_date: str | None = None
+    position_source: str = "gain"
+    embedding_model: str | None = None
+    batch_size: int = 64
+    _reference: datetime | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attributes, str):
+            self.attributes = tuple(a.strip() for a in self.attributes.split(",") if a.strip())
+        problems: list[str] = []
+        if not isinstance(self.attributes, (tuple, list)) or not all(isinstance(a, str) and a for a in self.attributes):
+            problems.append(f"attributes: must be a list of names, got {self.attributes!r}")
+        else:
+            self.attributes = tuple(self.attributes)
+            if not self.attributes:
+                problems.append("attributes: empty; give at least one, e.g. semantic,popularity")
+            dup = sorted({a for a in self.attributes if self.attributes.count(a) > 1})
+            if dup:
+                problems.append(f"attributes: {dup} listed more than once")
+        hl = self.half_life_days
+        if isinstance(hl, bool) or not isinstance(hl, (int, float)) or not math.isfinite(hl) or hl <= 0:
+            problems.append(f"half_life_days: must be a positive number of days, got {hl!r}")
+        if self.reference_date is not None:
+            try:
+                self._reference = parse_datetime(self.reference_date)
+            except (ValueError, TypeError):
+                problems.append(f"reference_date: unparseable {self.reference_date!r}; use ISO 8601, e.g. 2024-05-01")
+        if self.position_source not in POSITION_SOURCES:
+            problems.append(f"position_source: must be one of {list(POSITION_SOURCES)}, got {self.position_source!r}")
+        if self.embedding_model is not None and (not isinstance(self.embedding_model, str)
+                                                 or not self.embedding_model.strip()):
+            problems.append(f"embedding_model: must be a name or path, got {self.embedding_model!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            problems.append(f"batch_size: must be an integer >= 1, got {self.batch_size!r}")
+        if problems:
+            raise ConfigError(problems)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RankingConfig:
+        """Build from a mapping (YAML section); unknown keys are an error."""
+        names = [f.name for f in fields(cls) if f.init]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError([f"ranking: unknown key(s) {unknown}; valid keys are {names}"])
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_reference", None)
+        d["attributes"] = list(self.attributes)
+        return d
+
+    @property
+    def uses_semantic(self) -> bool:
+        return SEMANTIC in self.attributes
+
+    @property
+    def reference(self) -> datetime | None:
+        return self._reference
+
+
+def compute_phi(
+    records: Sequence[ListRecord],
+    model: str | TextEncoder | None = None,
+    *,
+    cache_dir: str | None = None,
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> list[np.ndarray]:
+    """phi(i) = cos(E(prompt), E(text_i)) for every record (seed 000 §2.2.2), one ``[M]`` array each.
+
+    Prompts and texts are embedded as stored, in one pass through :func:`embed_texts` (cached).
+    """
+    texts: list[str] = []
+    for rec in records:
+        texts.append(rec.prompt)
+        texts.extend(r.text for r in rec.responses)
+    if not texts:
+        return []
+    emb = embed_texts(texts, model, cache_dir=cache_dir, batch_size=batch_size, show_progress=show_progress)
+    out: list[np.ndarray] = []
+    k = 0
+    for rec in records:
+        q = emb[k]
+        c = emb[k + 1:k + 1 + rec.num_responses]
+        out.append(np.clip(c.astype(np.float64) @ q.astype(np.float64), -1.0, 1.0))  # unit rows: dot = cos
+        k += 1 + rec.num_responses
+    return out
+
+
+def _chunks_by_size(records: Sequence[ListRecord]) -> Iterator[list[int]]:
+    """Indices of records grouped by list size, in chunks of at most CHUNK_LISTS (no padding needed)."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        groups[rec.num_responses].append(i)
+    for _, idx in sorted(groups.items()):
+        for start in range(0, len(idx), CHUNK_LISTS):
+            yield idx[start:start + CHUNK_LISTS]
+
+
+def rankable(records: Sequence[ListRecord], config: RankingConfig, report: Any | None = None) -> list[ListRecord]:
+    """Drop records whose non-semantic gains cannot be computed (e.g. no response has votes).
+
+    For ``--on-error skip``: each dropped record is counted in ``report``
+    (:class:`rankalign.data.io.LoadReport`) with the message naming record and field.
+    """
+    from rankalign.data.record import RecordError
+
+    kept: list[ListRecord] = []
+    for rec in records:
+        try:
+            for name in config.attributes:
+                if name != SEMANTIC:
+                    record_gains(rec, name, half_life_days=float(config.half_life_days),
+                                 reference_date=config.reference)
+        except RecordError as exc:
+            if report is None:
+                raise
+            report.kept -= 1
+            report.skip(f"no {exc.field.rsplit('.', 1)[-1]} for ranking", str(exc))
+            continue
+        kept.append(rec)
+    return kept
+
+
+def rank_records(
+    records: Sequence[ListRecord],
+    config: RankingConfig | None = None,
+    *,
+    encoder: TextEncoder | None = None,
+    phi: Sequence[np.ndarray] | None = None,
+    cache_dir: str | None = None,
+    show_progress: bool = True,
+) -> list[ListRecord]:
+    """Compute D^R and Delta_M for every record, in place, and return the records.
+
+    Per list: gains G_k for each configured attribute -> APDF Delta_k (eq. 1-2) -> Delta_M =
+    prod_k Delta_k (eq. 3) -> D^R by Algorithm 1 with ARank = phi descending (input order when
+    ``semantic`` is not configured). Lists of equal size are batched together.
+
+    Args:
+        records: validated records (M >= 2 each).
+        config: default :class:`RankingConfig()`.
+        encoder: an embedding model object (tests inject a fake); default ``config.embedding_model``.
+        phi: precomputed cosine similarities, one ``[M]`` array per record (skips embedding).
+        cache_dir: embedding cache folder (default ``$RANKALIGN_CACHE/embeddings``).
+        show_progress: progress bars.
+    Returns:
+        The same record objects, with ``dynamic_ranking`` and ``apdf`` set.
+    Raises:
+        ValueError: an unknown attribute name (the message lists the known ones).
+        RecordError: a record lacks what an attribute needs (names record and field).
+    """
+    cfg = config if config is not None else RankingConfig()
+    records = list(records)
+    if not records:
+        return records
+    check_attribute_names(cfg.attributes, records)
+    if cfg.uses_semantic and phi is None:
+        phi = compute_phi(records, encoder if encoder is not None else cfg.embedding_model,
+                          cache_dir=cache_dir, batch_size=cfg.batch_size, show_progress=show_progress)
+    if phi is not None and len(phi) != len(records):
+        raise ValueError(f"phi has {len(phi)} entries for {len(records)} records")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(records), desc="ranking", unit="list", disable=not show_progress)
+    for idx in _chunks_by_size(records):
+        m = records[idx[0]].num_responses
+        # gains [B, L, M]
+        gains = np.stack([
+            np.stack([record_gains(records[i], name, phi=None if phi is None else phi[i],
+                                   half_life_days=float(cfg.half_life_days), reference_date=cfg.reference)
+                      for name in cfg.attributes])
+            for i in idx
+        ])
+        b, n_attr, _ = gains.shape
+        single = apdf(gains.reshape(b * n_attr, m), position_source=cfg.position_source)  # [B*L, M, M]
+        delta = multi_apdf(single.reshape(b, n_attr, m, m))  # [B, M, M]
+        mask = np.ones((b, m), dtype=bool)
+        if phi is not None and cfg.uses_semantic:
+            arank = arank_from_scores(np.stack([phi[i] for i in idx]), mask)
+        else:
+            arank = input_order(mask)
+        order = dynamic_ranking(delta, arank, mask)  # [B, M]
+        for row, i in enumerate(idx):
+            records[i].dynamic_ranking = [int(x) for x in order[row]]
+            records[i].apdf = [[float(v) for v in r] for r in delta[row]]
+        bar.update(len(idx))
+    bar.close()
+    return records
+
+
+def _positions(order: Sequence[int]) -> np.ndarray:
+    pos = np.empty(len(order), dtype=np.int64)
+    pos[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+    return pos
+
+
+def ranking_agreement(
+    records: Sequence[ListRecord], orders: Sequence[Sequence[int] | None] | None = None
+) -> dict[str, Any]:
+    """Agreement of predicted orders with the gold ``ranking`` (lists without gold are not counted).
+
+    Kendall tau (scipy.stats.kendalltau on the positions of each response, tau-b; mean over
+    lists) and top-1 hit (share of lists whose predicted best is the gold best).
+
+    Args:
+        records: records; those with ``ranking`` are scored.
+        orders: one predicted order per record (best first); default each record's ``dynamic_ranking``.
+    Returns:
+        ``{"lists", "with_gold", "scored", "kendall_tau", "top1_hit"}``; the two means are
+        ``None`` when no list could be scored.
+    """
+    from scipy.stats import kendalltau
+
+    if orders is not None and len(orders) != len(records):
+        raise ValueError(f"{len(orders)} orders for {len(records)} records")
+    taus: list[float] = []
+    hits: list[float] = []
+    with_gold = 0
+    for k, rec in enumerate(records):
+        pred = orders[k] if orders is not None else rec.dynamic_ranking
+        if rec.ranking is None:
+            continue
+        with_gold += 1
+        if pred is None:
+            continue
+        pred = [int(x) for x in pred]
+        if sorted(pred) != list(range(rec.num_responses)):
+            raise ValueError(f"record id={rec.id!r}: predicted order {pred} is not a permutation")
+        tau = kendalltau(_positions(pred), _positions(rec.ranking)).statistic
+        if not math.isnan(tau):
+            taus.append(float(tau))
+        hits.append(1.0 if pred[0] == rec.ranking[0] else 0.0)
+    return {
+        "lists": len(records),
+        "with_gold": with_gold,
+        "scored": len(hits),
+        "kendall_tau": float(np.mean(taus)) if taus else None,
+        "top1_hit": float(np.mean(hits)) if hits else None,
+    }
