@@ -1,0 +1,113 @@
+"""Benchmark of the StaCoCoQA pipeline (`rankalign data stackexchange`) on synthetic dumps.
+
+For each size (default 0.25, 0.5 and 1 GiB) it generates a synthetic ``Posts.xml``
+(benchmarks/make_synthetic_posts.py), then in the same run measures
+
+- bare ``lxml.etree.iterparse`` of the file (rows cleared as they come: the floor any
+  streaming parser pays), rows/s;
+- the whole pipeline (parse to Parquet, DuckDB join and filters, HTML to text, records,
+  split, statistics) as a subprocess, rows/s over its wall time, and the peak resident
+  memory of its whole process tree (polled every 0.1 s with psutil);
+
+and writes benchmarks/results/stackexchange.json. Not a test; run it by hand::
+
+    python benchmarks/bench_stackexchange.py [--sizes-mb 256 512 1024] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from make_synthetic_posts import write_posts  # noqa: E402
+
+
+def bare_iterparse(path: Path) -> tuple[int, float]:
+    from lxml import etree
+
+    t0 = time.perf_counter()
+    n = 0
+    root = None
+    for _, el in etree.iterparse(str(path), events=("end",), tag="row", huge_tree=True):
+        n += 1
+        el.clear()
+        if root is None:
+            root = el.getparent()
+        if n % 4096 == 0:
+            root.clear()
+    return n, time.perf_counter() - t0
+
+
+def run_pipeline(path: Path, out: Path, workers: int) -> dict:
+    cmd = [sys.executable, "-m", "rankalign", "data", "stackexchange", str(path), "--out", str(out),
+           "-q", "--workers", str(workers)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    wall = time.perf_counter() - t0
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"pipeline failed ({proc.returncode}): {stderr[-2000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak / 2**20, 1), "phases_s": summary["seconds"],
+            "rows": summary["rows"]["rows"], "kept": summary["questions"]["kept"], "stdout": stdout.strip()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes-mb", type=float, nargs="+", default=[256, 512, 1024])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/rankalign_se_bench"))
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "stackexchange.json")
+    args = ap.parse_args()
+    results = []
+    for mb in args.sizes_mb:
+        path = args.dir / f"s{int(mb)}" / "Posts.xml"
+        if not path.exists() or path.stat().st_size < mb * 2**20:
+            t = time.perf_counter()
+            write_posts(path, int(mb * 2**20))
+            print(f"generated {path} in {time.perf_counter() - t:.0f}s", flush=True)
+        n, t_bare = bare_iterparse(path)
+        pipe = run_pipeline(path, args.dir / f"out{int(mb)}", args.workers)
+        row = {
+            "size_mb": round(path.stat().st_size / 2**20, 1), "rows": n,
+            "iterparse_s": round(t_bare, 2), "iterparse_rows_per_s": round(n / t_bare),
+            "pipeline_rows_per_s": round(pipe["rows"] / pipe["wall_s"]),
+            "pipeline_vs_iterparse": round((pipe["rows"] / pipe["wall_s"]) / (n / t_bare), 3),
+            **{k: v for k, v in pipe.items() if k != "stdout"},
+        }
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    payload = {
+        "benchmark": "rankalign data stackexchange vs bare lxml iterparse (synthetic Posts.xml)",
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "note": "2 CPU cores shared with other jobs during the run; timings are noisy"},
+        "workers": args.workers, "targets": {"pipeline_vs_iterparse": ">= 0.8", "peak_rss_mb": "< 1024, flat"},
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1101 @@
+"""StaCoCoQA from StackExchange data dumps (seed 000 §3.1, Tables 7-8, Figure 11; SPEC §3).
+
+Pipeline, with memory bounded whatever the dump size:
+
+1. **Parse** (one process per file, ``--workers``): every ``Posts.xml`` (plain, ``.gz``,
+   ``.bz2``, ``.zst``; ``.7z`` is first extracted into the work folder) is streamed with
+   ``lxml.etree.iterparse`` (elements cleared as we go) into Parquet chunks of
+   ``chunk_rows`` rows; ``Votes.xml`` is streamed to up (VoteTypeId 2) / down (3)
+   counts per post, one aggregated Parquet chunk per ``chunk_rows`` votes.
+2. **Join and filter** (DuckDB over the Parquet chunks, one process per site,
+   ``memory_limit`` set and spilling to the work folder): duplicate Ids keep their first
+   row; answers are joined to questions by ``ParentId``.
+3. **Convert and finish** (Python, streaming the DuckDB result ordered by question Id):
+   HTML to text (:mod:`rankalign.data.se_html`), token-length filters, the list-wise
+   :class:`~rankalign.data.record.ListRecord`.
+4. **Sample and split**: a seeded fixed-size sample (``--sample``; the paper's 3K, 8K,
+   18K, 29K, 64K) and a seeded 9:1 train/test split; ``train.jsonl``, ``test.jsonl``,
+   ``summary.json``, ``stats.csv``, ``stats.md`` and ``stats.png`` are written to a
+   staging folder inside the output folder and renamed into place at the end; the work
+   folder of Parquet chunks is a temporary folder removed on exit (also on error).
+
+Question filters, in this order; a question is counted under the FIRST reason it fails:
+
+==========================  =====================================================================
+``no accepted answer``      no ``AcceptedAnswerId`` (StaCoCoQA step 1)
+``accepted answer missing`` ``AcceptedAnswerId`` names no answer of this question in the dump
+``no code block``           the question body has no ``<code>`` (step 2; off with ``code_filter=False``)
+``outside time window``     question ``CreationDate`` not in ``[start, end)``
+``accepted answer filtered`` the accepted answer was dropped by an answer filter (below): step 1
+                            requires the questioner-picked answer in the pool
+``pool too small``          fewer than ``min_answers`` answers left (checked after each answer filter)
+``pool too large``          more than ``max_answers`` answers left
+``vote spread too small``   max - min votes of the pool < ``min_vote_spread``
+``empty body``              question body (as text) is empty
+``question too long``       question (title + text) longer than ``max_question_tokens``
+==========================  =====================================================================
+
+The checks of rows 5-8 run twice: in DuckDB after the vote filter (cheap, on every
+question) and again in Python after the text filters; both count under the same names,
+so the counts add up: ``questions = kept + sum(dropped)``.
+
+Answer filters (each answer of a surviving question is dropped and counted, in order):
+``answer below min votes`` (Score < ``min_answer_votes``), ``empty answer body``,
+``answer too long`` (> ``max_answer_tokens``).
+
+Row-level problems are counted in ``rows``: ``malformed row`` (a missing or non-integer
+``Id``/``PostTypeId``/``Score``, a missing ``CreationDate`` or an unparseable one, a
+question without ``Title``/``Body``, an answer without ``ParentId``/``Body``),
+``duplicate id`` (the first row with an Id is kept), ``answer without question``.
+
+**Decisions** (documented, tested):
+
+- Token counts: a whitespace word count by default (``len(text.split())``); with
+  ``tokenizer`` (a Hugging Face name or local path; give the policy's tokenizer) the
+  number of tokens without special tokens. ``trust_remote_code`` is never set.
+- Broken XML (truncated file, non-UTF-8 bytes, an undefined entity): the rows parsed
+  before the error are kept, the error (file, line, column, message, rows read) goes to
+  ``summary.json`` ``parse_errors`` and to stderr as a warning, and the build succeeds
+  (exit 0); with ``strict=True`` the build fails with a :class:`UserError` and writes
+  nothing. An empty file (or one without any ``<row>``) is always an error.
+- Record ids: the question Id; with several sites ``"<site>/<Id>"`` (Ids repeat across sites).
+- Responses are in the dump's order (ascending answer Id, i.e. creation order), not sorted
+  by votes, so the input order carries no preference; ``accepted`` marks the questioner's pick.
+- The time window is half-open: ``start <= created < end`` (dates or date-times, ISO 8601).
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import csv
+import gzip
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from rankalign.data.record import ListRecord, Response, parse_datetime
+from rankalign.data.se_html import has_code_block, html_to_text
+from rankalign.errors import ConfigError, UserError
+
+#: the suffixes a dump file may have, in the order they are looked for in a site folder.
+DUMP_SUFFIXES = (".xml", ".xml.gz", ".xml.bz2", ".xml.zst", ".xml.7z", ".7z")
+#: question drop reasons, in the order they are checked (module docstring).
+QUESTION_REASONS = (
+    "no accepted answer", "accepted answer missing", "no code block", "outside time window",
+    "accepted answer filtered", "pool too small", "pool too large", "vote spread too small",
+    "empty body", "question too long",
+)
+ANSWER_REASONS = ("answer below min votes", "empty answer body", "answer too long")
+ROW_REASONS = ("malformed row", "duplicate id", "answer without question")
+#: pool-size thresholds of the statistics (Table 7 of seed 000: sizes 3, 5, 8, 10, 15, 20).
+POOL_SIZES = (2, 3, 5, 8, 10, 15, 20)
+
+
+# ---------------------------------------------------------------------------- options
+@dataclass
+class StackExchangeOptions:
+    """Every option of the StaCoCoQA build, defined once (the CLI reads these defaults).
+
+    Attributes:
+        votes: a ``Votes.xml`` for a single-file dump (site folders find theirs).
+        code_filter: keep only questions with a code block (step 2); off for
+            non-programming sites.
+        start: keep questions created at or after this ISO date/time.
+        end: keep questions created before this ISO date/time.
+        min_answers: smallest response pool (a list needs at least 2).
+        max_answers: largest response pool (``None``: no limit).
+        min_vote_spread: smallest max-min vote difference within a pool (``None``: off).
+        min_answer_votes: drop answers with fewer votes (``None``: off).
+        max_question_tokens: drop questions (title + text) longer than this.
+        max_answer_tokens: drop answers longer than this.
+        tokenizer: Hugging Face tokenizer name or path for the token counts
+            (``None``: whitespace word count).
+        sample: fixed sample size drawn (seeded) from the kept questions (``None``: all).
+        seed: seed of the sample and of the split.
+        test_fraction: share of the test split (0.1 = the paper's 9:1).
+        workers: processes for parsing and per-site joins.
+        strict: fail on any XML error instead of keeping the rows before it.
+        chunk_rows: rows per Parquet chunk while parsing (bounds memory).
+        duckdb_memory: DuckDB ``memory_limit`` (it spills to the work folder beyond it).
+        work_dir: parent folder of the temporary work folder (default: the system temp).
+        progress: show progress bars (rows/s) on stderr.
+    """
+
+    votes: str | None = None
+    code_filter: bool = True
+    start: str | None = None
+    end: str | None = None
+    min_answers: int = 2
+    max_answers: int | None = None
+    min_vote_spread: int | None = None
+    min_answer_votes: int | None = None
+    max_question_tokens: int | None = None
+    max_answer_tokens: int | None = None
+    tokenizer: str | None = None
+    sample: int | None = None
+    seed: int = 42
+    test_fraction: float = 0.1
+    workers: int = 2
+    strict: bool = False
+    chunk_rows: int = 50_000
+    duckdb_memory: str = "512MB"
+    work_dir: str | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StackExchangeOptions:
+        """Build from a mapping; unknown keys are an error (typos must not pass)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError([f"unknown option(s) {unknown}; valid options are {sorted(names)}"])
+        opts = cls(**values)
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        """Check every option; raise :class:`ConfigError` listing all problems at once."""
+        problems: list[str] = []
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    parse_datetime(value)
+                except ValueError:
+                    problems.append(f"--{name} {value!r} is not an ISO 8601 date (use e.g. 2020-01-01)")
+        if self.start and self.end and not problems and parse_datetime(self.start) >= parse_datetime(self.end):
+            problems.append(f"--start {self.start} is not before --end {self.end}; the time window is empty")
+        if self.min_answers < 2:
+            problems.append(f"--min-answers {self.min_answers} < 2: a list-wise record needs at least 2 responses")
+        if self.max_answers is not None and self.max_answers < self.min_answers:
+            problems.append(f"--max-answers {self.max_answers} < --min-answers {self.min_answers}")
+        for name in ("min_vote_spread", "max_question_tokens", "max_answer_tokens", "sample"):
+            value = getattr(self, name)
+            if value is not None and value < (1 if name != "min_vote_spread" else 0):
+                problems.append(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            problems.append(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if self.workers < 1:
+            problems.append(f"--workers must be >= 1, got {self.workers}")
+        if self.chunk_rows < 1:
+            problems.append(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+        if self.votes is not None and not Path(self.votes).is_file():
+            problems.append(f"--votes {self.votes}: no such file")
+        if problems:
+            raise ConfigError(problems)
+
+    def start_iso(self) -> str | None:
+        return _iso_key(self.start) if self.start else None
+
+    def end_iso(self) -> str | None:
+        return _iso_key(self.end) if self.end else None
+
+
+def _iso_key(value: str) -> str:
+    """A date/time as the dump writes it (``YYYY-MM-DDTHH:MM:SS.fff``, UTC), for string comparison."""
+    dt = parse_datetime(value)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
+
+
+# ---------------------------------------------------------------------------- inputs
+@dataclass
+class SiteInput:
+    """One site of a dump: its name, its Posts file and optional Votes file."""
+
+    name: str
+    posts: Path
+    votes: Path | None = None
+
+
+def _find_dump_file(folder: Path, stem: str) -> Path | None:
+    for suffix in DUMP_SUFFIXES:
+        for name in (stem + suffix, stem.lower() + suffix):
+            p = folder / name
+            if p.is_file():
+                return p
+    return None
+
+
+def discover_sites(dump: str | os.PathLike[str], votes: str | os.PathLike[str] | None = None) -> list[SiteInput]:
+    """Find the sites of ``dump``: a Posts file, a site folder, or a folder of site folders.
+
+    Raises:
+        FileNotFoundError: ``dump`` does not exist.
+        UserError: a folder holds no ``Posts.xml`` (in any supported wrapper).
+    """
+    p = Path(dump)
+    if not p.exists():
+        raise FileNotFoundError(f"no such dump file or folder: {p}")
+    if p.is_file():
+        name = p.parent.name or "site"
+        if p.name.lower().endswith(".7z") and not p.name.lower().startswith("posts"):
+            name = p.name[:-3].removesuffix("-Posts")
+        return [SiteInput(name, p, Path(votes) if votes else None)]
+    posts = _find_dump_file(p, "Posts")
+    if posts is not None:
+        return [SiteInput(p.name, posts, Path(votes) if votes else _find_dump_file(p, "Votes"))]
+    if votes is not None:
+        raise UserError("--votes works with a single Posts file or site folder; "
+                        "in a folder of sites, put Votes.xml beside each Posts.xml")
+    sites = []
+    for sub in sorted(x for x in p.iterdir() if x.is_dir()):
+        sp = _find_dump_file(sub, "Posts")
+        if sp is not None:
+            sites.append(SiteInput(sub.name, sp, _find_dump_file(sub, "Votes")))
+    if not sites:
+        raise UserError(f"{p}: no Posts.xml found (looked for Posts{{{','.join(DUMP_SUFFIXES)}}} in the "
+                        "folder and in each sub-folder); give a Posts.xml file or a folder of site folders")
+    return sites
+
+
+@contextlib.contextmanager
+def open_dump(path: Path, work_dir: Path) -> Iterator[IO[bytes]]:
+    """Open a dump file as a binary stream, decompressing ``.gz``/``.bz2``/``.zst`` on the fly.
+
+    A ``.7z`` archive cannot be streamed: its ``Posts.xml``/``Votes.xml`` (the member
+    whose name matches the archive's kind) is extracted into ``work_dir`` first.
+    """
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        with gzip.open(path, "rb") as fh:
+            yield fh
+    elif name.endswith(".bz2"):
+        with bz2.open(path, "rb") as fh:
+            yield fh
+    elif name.endswith(".zst"):
+        import zstandard
+
+        with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as fh:
+            yield fh  # type: ignore[misc]
+    elif name.endswith(".7z"):
+        import py7zr
+
+        kind = "votes" if "votes" in name else "posts"
+        with py7zr.SevenZipFile(path, "r") as archive:
+            members = [n for n in archive.getnames() if Path(n).name.lower() == f"{kind}.xml"]
+            if not members:
+                members = [n for n in archive.getnames() if n.lower().endswith(".xml")]
+            if not members:
+                raise UserError(f"{path}: the archive holds no {kind.capitalize()}.xml")
+            target = Path(tempfile.mkdtemp(prefix="7z-", dir=work_dir))
+            archive.extract(path=target, targets=[members[0]])
+        with open(target / members[0], "rb") as fh:
+            yield fh
+    else:
+        with open(path, "rb") as fh:
+            yield fh
+
+
+# ---------------------------------------------------------------------------- parsing
+@dataclass
+class ParseResult:
+    """What one parse job read: Parquet chunks, row counts, an XML error if any."""
+
+    site: str
+    path: str
+    kind: str  # "posts" or "votes"
+    chunks: list[str] = field(default_factory=list)
+    rows: int = 0
+    counts: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+_POST_SCHEMA_FIELDS = (
+    ("seq", "int64"), ("id", "int64"), ("post_type", "int8"), ("parent_id", "int64"),
+    ("accepted_answer_id", "int64"), ("created", "string"), ("score", "int64"),
+    ("title", "string"), ("tags", "string"), ("body", "string"), ("has_code", "bool_"),
+)
+
+
+def _post_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([(n, getattr(pa, t)()) for n, t in _POST_SCHEMA_FIELDS])
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def _progress(total: int | None, desc: str, enabled: bool, position: int = 0, unit: str = "rows") -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled,
+                position=position, leave=False, mininterval=0.5, file=sys.stderr)
+
+
+def _iter_rows(fh: IO[bytes], result: ParseResult, path: Path) -> Iterator[Any]:
+    """Yield the ``<row>`` elements of a dump, clearing them behind; an XML error ends the
+    stream and is stored in ``result.error`` (line, column, message, rows read)."""
+    from lxml import etree
+
+    root = None
+    n = 0
+    try:
+        for _, el in etree.iterparse(fh, events=("end",), tag="row", huge_tree=True):
+            yield el
+            n += 1
+            el.clear()
+            if root is None:
+                root = el.getparent()
+            if n % 4096 == 0 and root is not None:
+                root.clear()  # drop the cleared rows already parsed (memory stays flat)
+    except etree.XMLSyntaxError as exc:
+        line, column = exc.position if exc.position else (0, 0)
+        result.error = {"file": str(path), "line": line, "column": column, "message": str(exc.msg or exc),
+                        "rows_before": n}
+
+
+def parse_posts(
+    site: str, path: Path, out_dir: Path, *, chunk_rows: int = 50_000, progress: bool = False, position: int = 0
+) -> ParseResult:
+    """Stream a ``Posts.xml`` into Parquet chunks ``out_dir/posts-<site>-<k>.parquet``.
+
+    Columns: ``seq`` (row number in the file), ``id``, ``post_type``, ``parent_id``,
+    ``accepted_answer_id``, ``created`` (as written), ``score``, ``title``, ``tags``,
+    ``body`` (raw HTML; only kept for questions and answers) and ``has_code``.
+    Malformed rows are counted and not written (see the module docstring).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    result = ParseResult(site, str(path), "posts")
+    schema = _post_schema()
+    cols: dict[str, list[Any]] = {n: [] for n, _ in _POST_SCHEMA_FIELDS}
+    seq = cols["seq"].append
+    ids = cols["id"].append
+    types = cols["post_type"].append
+    parents = cols["parent_id"].append
+    accepted = cols["accepted_answer_id"].append
+    created = cols["created"].append
+    scores = cols["score"].append
+    titles = cols["title"].append
+    tags = cols["tags"].append
+    bodies = cols["body"].append
+    codes = cols["has_code"].append
+    counts = result.counts
+    fromiso = datetime.fromisoformat
+
+    def flush() -> None:
+        if not cols["id"]:
+            return
+        chunk = out_dir / f"posts-{site}-{len(result.chunks):06d}.parquet"
+        pq.write_table(pa.table(cols, schema=schema), chunk)
+        result.chunks.append(str(chunk))
+        for v in cols.values():
+            v.clear()
+
+    def malformed(n: int, problem: str) -> None:
+        counts["malformed row"] += 1
+        if len(result.examples) < 10:
+            result.examples.append(f"{path} row {n}: {problem}")
+
+    bar = _progress(None, f"{site} posts", progress, position)
+    n = 0
+    with open_dump(path, out_dir) as fh:
+        for el in _iter_rows(fh, result, path):
+            n += 1
+            if n % 8192 == 0:
+                bar.update(8192)
+            a = el.attrib
+            ptype_s = a.get("PostTypeId")
+            id_s = a.get("Id")
+            if ptype_s == "1" or ptype_s == "2":
+                body = a.get("Body")
+                cdate = a.get("CreationDate")
+                try:
+                    pid = int(id_s)  # type: ignore[arg-type]
+                    score = int(a["Score"])
+                    fromiso(cdate)  # type: ignore[arg-type]
+                except (TypeError, ValueError, KeyError) as exc:
+                    malformed(n, f"Id={id_s!r}: missing or invalid Id/Score/CreationDate ({exc})")
+                    continue
+                if body is None:
+                    malformed(n, f"Id={pid}: no Body attribute")
+                    continue
+                if ptype_s == "1":
+                    title = a.get("Title")
+                    if title is None:
+                        malformed(n, f"Id={pid}: question without Title")
+                        continue
+                    try:
+                        acc = _int_or_none(a.get("AcceptedAnswerId"))
+                    except ValueError:
+                        malformed(n, f"Id={pid}: AcceptedAnswerId {a.get('AcceptedAnswerId')!r} is not an integer")
+                        continue
+                    counts["questions"] += 1
+                    types(1)
+                    parents(None)
+                    accepted(acc)
+                    titles(title)
+                    tags(a.get("Tags"))
+                    codes(has_code_block(body))
+                else:
+                    try:
+                        parent = int(a["ParentId"])
+                    except (KeyError, ValueError) as exc:
+                        malformed(n, f"Id={pid}: answer without a valid ParentId ({exc})")
+                        continue
+                    counts["answers"] += 1
+                    types(2)
+                    parents(parent)
+                    accepted(None)
+                    titles(None)
+                    tags(None)
+                    codes(False)
+                seq(n)
+                ids(pid)
+                created(cdate)
+                scores(score)
+                bodies(body)
+                if len(cols["id"]) >= chunk_rows:
+                    flush()
+            elif ptype_s is None or id_s is None:
+                malformed(n, f"Id={id_s!r}: no PostTypeId/Id attribute")
+            else:
+                counts["other post types"] += 1
+    flush()
+    bar.update(n % 8192)
+    bar.close()
+    result.rows = n
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def parse_votes(
+    site: str, path: Path, out_dir: Path, *, chunk_rows: int = 1_000_000, progress: bool = False, position: int = 0
+) -> ParseResult:
+    """Stream a ``Votes.xml`` to per-post up (VoteTypeId 2) and down (3) counts, in Parquet
+    chunks ``out_dir/votes-<site>-<k>.parquet`` (``post_id``, ``up``, ``down``; summed later)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    result = ParseResult(site, str(path), "votes")
+    up: Counter = Counter()
+    down: Counter = Counter()
+
+    def flush() -> None:
+        keys = sorted(set(up) | set(down))
+        if not keys:
+            return
+        table = pa.table({"post_id": pa.array(keys, pa.int64()), "up": pa.array([up[k] for k in keys], pa.int64()),
+                          "down": pa.array([down[k] for k in keys], pa.int64())})
+        chunk = out_dir / f"votes-{site}-{len(result.chunks):06d}.parquet"
+        pq.write_table(table, chunk)
+        result.chunks.append(str(chunk))
+        up.clear()
+        down.clear()
+
+    bar = _progress(None, f"{site} votes", progress, position)
+    n = 0
+    with open_dump(path, out_dir) as fh:
+        for el in _iter_rows(fh, result, path):
+            n += 1
+            if n % 8192 == 0:
+                bar.update(8192)
+            vt = el.get("VoteTypeId")
+            if vt == "2" or vt == "3":
+                try:
+                    post = int(el.get("PostId"))  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    result.counts["malformed vote"] += 1
+                    continue
+                (up if vt == "2" else down)[post] += 1
+                result.counts["up votes" if vt == "2" else "down votes"] += 1
+            if n % chunk_rows == 0:
+                flush()
+    flush()
+    bar.update(n % 8192)
+    bar.close()
+    result.rows = n
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _parse_job(args: tuple[str, str, str, str, int, bool, int]) -> ParseResult:
+    kind, site, path, out_dir, chunk_rows, progress, position = args
+    fn = parse_posts if kind == "posts" else parse_votes
+    return fn(site, Path(path), Path(out_dir), chunk_rows=chunk_rows if kind == "posts" else max(chunk_rows * 20, 1),
+              progress=progress, position=position)
+
+
+# ---------------------------------------------------------------------------- join + filters
+@dataclass
+class SiteResult:
+    """What the join/filter stage of one site kept and dropped."""
+
+    site: str
+    kept_path: str
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    answers_dropped: Counter = field(default_factory=Counter)
+    rows: Counter = field(default_factory=Counter)
+    pool_by_year: dict[str, dict[str, dict[int, int]]] = field(default_factory=dict)
+    tags: dict[str, Counter] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _tokens_counter(tokenizer: str | None) -> Callable[[str], int]:
+    """The token counter of the length filters (whitespace words, or a HF tokenizer)."""
+    if tokenizer is None:
+        return lambda text: len(text.split())
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--tokenizer {tokenizer!r} could not be loaded ({exc}); give a local tokenizer "
+                        "folder or a model name available offline") from None
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _split_tags(tags: str | None) -> list[str]:
+    """``<a><b>`` (classic dumps) or ``|a|b|`` (newer dumps) -> ``["a", "b"]``."""
+    if not tags:
+        return []
+    if tags.startswith("<"):
+        return [t for t in tags[1:-1].split("><") if t]
+    return [t for t in tags.split("|") if t]
+
+
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _pool_stats_sql(con: Any, where: str) -> dict[int, dict[int, int]]:
+    """Questions per creation year with at least k answers (k in POOL_SIZES): Table 7."""
+    cols = ", ".join(f"count(*) FILTER (WHERE n_all >= {k})" for k in POOL_SIZES)
+    rows = con.execute(f"SELECT year, {cols} FROM qstat WHERE {where} GROUP BY year ORDER BY year").fetchall()
+    return {int(r[0]): {k: int(v) for k, v in zip(POOL_SIZES, r[1:], strict=True)} for r in rows if r[0] is not None}
+
+
+def _ddl(con: Any, sql: str) -> None:
+    """Run a statement whose result is not read (DuckDB wants every result consumed)."""
+    con.execute(sql).fetchall()
+
+
+def build_site(
+    site: str, posts_chunks: list[str], votes_chunks: list[str], opts: StackExchangeOptions,
+    work_dir: Path, *, position: int = 0,
+) -> SiteResult:
+    """Join answers to questions, apply the StaCoCoQA filters, convert and write the kept
+    records (one JSON object per line, ordered by question Id) to ``work_dir/kept-<site>.jsonl``."""
+    import duckdb
+
+    t0 = time.perf_counter()
+    res = SiteResult(site, str(work_dir / f"kept-{site}.jsonl"))
+    count_tokens = _tokens_counter(opts.tokenizer)
+    if not posts_chunks:
+        Path(res.kept_path).write_text("")
+        return res
+    spill = Path(tempfile.mkdtemp(prefix="duckdb-", dir=work_dir))
+    con = duckdb.connect(config={"memory_limit": opts.duckdb_memory, "temp_directory": str(spill),
+                                 "threads": max(1, opts.workers), "preserve_insertion_order": False})
+    try:
+        _ddl(con, f"CREATE VIEW posts AS SELECT * FROM read_parquet({_sql_list(posts_chunks)})")
+        # first row of each Id (duplicates counted)
+        _ddl(con, "CREATE TEMP TABLE firsts AS SELECT id, min(seq) AS seq, count(*) AS n FROM posts GROUP BY id")
+        res.rows["duplicate id"] = int(con.execute("SELECT coalesce(sum(n - 1), 0) FROM firsts").fetchall()[0][0])
+        _ddl(con, """CREATE TEMP TABLE meta AS SELECT p.seq, p.id, p.post_type, p.parent_id, p.accepted_answer_id,
+                       p.created, p.score, p.has_code FROM posts p SEMI JOIN firsts f ON p.seq = f.seq""")
+        res.rows["answer without question"] = int(con.execute(
+            "SELECT count(*) FROM meta a WHERE a.post_type = 2 AND a.parent_id NOT IN "
+            "(SELECT id FROM meta WHERE post_type = 1)").fetchall()[0][0])
+        minv = opts.min_answer_votes
+        vote_ok = "TRUE" if minv is None else f"a.score >= {int(minv)}"
+        _ddl(con, f"""
+            CREATE TEMP TABLE qstat AS
+            SELECT q.id, q.seq, q.accepted_answer_id, q.created, q.has_code, TRY_CAST(substr(q.created, 1, 4) AS INTEGER) AS year,
+                   count(a.id) AS n_all,
+                   count(a.id) FILTER (WHERE {vote_ok}) AS n_v,
+                   max(a.score) FILTER (WHERE {vote_ok}) AS vmax,
+                   min(a.score) FILTER (WHERE {vote_ok}) AS vmin,
+                   coalesce(bool_or(a.id = q.accepted_answer_id), FALSE) AS acc_found,
+                   coalesce(bool_or(a.id = q.accepted_answer_id AND {vote_ok}), FALSE) AS acc_ok
+            FROM meta q LEFT JOIN meta a ON a.post_type = 2 AND a.parent_id = q.id
+            WHERE q.post_type = 1
+            GROUP BY ALL""")
+        start, end = opts.start_iso(), opts.end_iso()
+        cases = ["WHEN accepted_answer_id IS NULL THEN 'no accepted answer'",
+                 "WHEN NOT acc_found THEN 'accepted answer missing'"]
+        if opts.code_filter:
+            cases.append("WHEN NOT has_code THEN 'no code block'")
+        if start:
+            cases.append(f"WHEN created < '{start}' THEN 'outside time window'")
+        if end:
+            cases.append(f"WHEN created >= '{end}' THEN 'outside time window'")
+        cases.append("WHEN NOT acc_ok THEN 'accepted answer filtered'")
+        cases.append(f"WHEN n_v < {opts.min_answers} THEN 'pool too small'")
+        if opts.min_vote_spread is not None:
+            cases.append(f"WHEN vmax - vmin < {int(opts.min_vote_spread)} THEN 'vote spread too small'")
+        _ddl(con, "ALTER TABLE qstat ADD COLUMN reason VARCHAR")
+        _ddl(con, f"UPDATE qstat SET reason = CASE {' '.join(cases)} ELSE NULL END")
+        for reason, n in con.execute("SELECT reason, count(*) FROM qstat WHERE reason IS NOT NULL GROUP BY reason").fetchall():
+            res.dropped[reason] += int(n)
+        res.rows["questions"] = int(con.execute("SELECT count(*) FROM qstat").fetchall()[0][0])
+        # Table 7 statistics for D_Q (step 1) and D_C (step 2), pool = all answers of the question
+        res.pool_by_year["D_Q"] = _pool_stats_sql(con, "acc_found")
+        code_cond = "acc_found AND has_code" if opts.code_filter else "acc_found"
+        res.pool_by_year["D_C"] = _pool_stats_sql(con, code_cond)
+        res.tags["D_C"] = Counter()
+        for (tags,) in con.execute(
+                f"SELECT p.tags FROM posts p SEMI JOIN (SELECT seq FROM qstat WHERE {code_cond}) s ON p.seq = s.seq"
+        ).fetchall():
+            res.tags["D_C"].update(_split_tags(tags))
+
+        votes_join = ""
+        votes_cols = "NULL::BIGINT AS up, NULL::BIGINT AS down"
+        if votes_chunks:
+            _ddl(con, f"""CREATE TEMP TABLE votes AS SELECT post_id, sum(up)::BIGINT AS up, sum(down)::BIGINT AS down
+                            FROM read_parquet({_sql_list(votes_chunks)}) GROUP BY post_id""")
+            votes_join = "LEFT JOIN votes v ON v.post_id = p.id"
+            votes_cols = "coalesce(v.up, 0) AS up, coalesce(v.down, 0) AS down"
+        # one ordered stream: each candidate question, then its answers (the vote-filtered pool).
+        # The rows needed are first listed without their bodies (small), then one join with
+        # that small build side and one sort that DuckDB spills to disk beyond memory_limit.
+        _ddl(con, f"""CREATE TEMP TABLE needed AS
+            SELECT c.seq, c.id AS qid, 0 AS kind FROM qstat c WHERE c.reason IS NULL
+            UNION ALL
+            SELECT a.seq, c.id AS qid, 1 AS kind FROM qstat c JOIN meta a ON a.post_type = 2 AND a.parent_id = c.id
+            WHERE c.reason IS NULL AND {vote_ok}""")
+        query = f"""
+            SELECT n.qid, n.kind, p.id, p.title, p.tags, p.body, p.created, p.score, p.accepted_answer_id,
+                   {votes_cols}
+            FROM posts p JOIN needed n ON p.seq = n.seq {votes_join}
+            ORDER BY n.qid, n.kind, p.id"""
+        n_below = 0
+        if minv is not None:
+            n_below = int(con.execute(f"""SELECT count(*) FROM qstat c JOIN meta a ON a.post_type = 2
+                          AND a.parent_id = c.id WHERE c.reason IS NULL AND a.score < {int(minv)}""").fetchall()[0][0])
+        res.answers_dropped["answer below min votes"] += n_below
+        n_cand = int(con.execute("SELECT count(*) FROM qstat WHERE reason IS NULL").fetchall()[0][0])
+        bar = _progress(n_cand, f"{site} convert", opts.progress, position, unit="q")
+        reader = con.sql(query).to_arrow_reader(4096)
+        final_years: dict[int, dict[int, int]] = {}
+        res.tags["kept"] = Counter()
+        with open(res.kept_path, "w", encoding="utf-8") as out:
+            for group in _group_stream(reader):
+                rec = _finish_question(group, opts, count_tokens, res, has_votes=bool(votes_chunks), site=site)
+                bar.update(1)
+                if rec is None:
+                    continue
+                out.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+                res.kept += 1
+                year = int(rec.meta["created"][:4])
+                row = final_years.setdefault(year, dict.fromkeys(POOL_SIZES, 0))
+                for k in POOL_SIZES:
+                    if rec.num_responses >= k:
+                        row[k] += 1
+                res.tags["kept"].update(rec.meta["tags"])
+        bar.close()
+        res.pool_by_year["kept"] = final_years
+    except duckdb.OutOfMemoryException as exc:
+        raise UserError(f"site {site}: DuckDB ran out of memory ({str(exc).splitlines()[0]}); "
+                        f"raise --duckdb-memory (now {opts.duckdb_memory})") from None
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _group_stream(reader: Any) -> Iterator[list[dict[str, Any]]]:
+    """Group the ordered (question, answers...) stream by question id."""
+    group: list[dict[str, Any]] = []
+    current = None
+    for batch in reader:
+        for row in batch.to_pylist():
+            if row["qid"] != current:
+                if group:
+                    yield group
+                group = []
+                current = row["qid"]
+            group.append(row)
+    if group:
+        yield group
+
+
+def _finish_question(
+    group: list[dict[str, Any]], opts: StackExchangeOptions, count_tokens: Callable[[str], int],
+    res: SiteResult, *, has_votes: bool, site: str,
+) -> ListRecord | None:
+    """Convert one candidate question and its (vote-filtered) answers; apply the text filters."""
+    q = group[0]
+    acc_id = q["accepted_answer_id"]
+    title = (q["title"] or "").strip()
+    question_text = html_to_text(q["body"])
+    responses: list[Response] = []
+    acc_dropped = False
+    for a in group[1:]:
+        text = html_to_text(a["body"])
+        reason = None
+        if not text:
+            reason = "empty answer body"
+        elif opts.max_answer_tokens is not None and count_tokens(text) > opts.max_answer_tokens:
+            reason = "answer too long"
+        if reason is not None:
+            res.answers_dropped[reason] += 1
+            acc_dropped = acc_dropped or a["id"] == acc_id
+            continue
+        attrs: dict[str, Any] = {"votes": a["score"], "created": a["created"], "accepted": a["id"] == acc_id,
+                                 "post_id": str(a["id"])}
+        if has_votes:
+            attrs["up"] = a["up"]
+            attrs["down"] = a["down"]
+        responses.append(Response(text=text, attributes=attrs))
+    reason = None
+    if acc_dropped:
+        reason = "accepted answer filtered"
+    elif len(responses) < opts.min_answers:
+        reason = "pool too small"
+    elif opts.max_answers is not None and len(responses) > opts.max_answers:
+        reason = "pool too large"
+    elif opts.min_vote_spread is not None and (
+            max(r.attributes["votes"] for r in responses) - min(r.attributes["votes"] for r in responses)
+            < opts.min_vote_spread):
+        reason = "vote spread too small"
+    elif not question_text:
+        reason = "empty body"
+    prompt = f"{title}\n\n{question_text}"
+    if reason is None and opts.max_question_tokens is not None and count_tokens(prompt) > opts.max_question_tokens:
+        reason = "question too long"
+    if reason is not None:
+        res.dropped[reason] += 1
+        return None
+    meta = {"title": title, "tags": _split_tags(q["tags"]), "accepted_answer_id": str(acc_id),
+            "created": q["created"], "score": q["score"], "site": site, "source": "stackexchange",
+            "question_id": str(q["id"])}
+    if has_votes:
+        meta["up"] = q["up"]
+        meta["down"] = q["down"]
+    return ListRecord(id=str(q["id"]), prompt=prompt, responses=responses, meta=meta)
+
+
+def _site_job(args: tuple[str, list[str], list[str], StackExchangeOptions, str, int]) -> SiteResult:
+    site, posts_chunks, votes_chunks, opts, work_dir, position = args
+    return build_site(site, posts_chunks, votes_chunks, opts, Path(work_dir), position=position)
+
+
+# ---------------------------------------------------------------------------- the whole build
+@dataclass
+class BuildSummary:
+    """The content of ``summary.json`` (see :func:`build_stacocoqa`)."""
+
+    dump: str
+    sites: list[str]
+    options: dict[str, Any]
+    rows: dict[str, int]
+    questions: dict[str, Any]
+    answers: dict[str, Any]
+    output: dict[str, Any]
+    parse_errors: list[dict[str, Any]]
+    examples: list[str]
+    stats: dict[str, Any]
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        """A short human summary: kept, and why rows were dropped."""
+        lines = [f"StaCoCoQA build of {self.dump} ({len(self.sites)} site(s)): "
+                 f"{self.rows.get('rows', 0)} rows read, {self.questions['total']} questions, "
+                 f"kept {self.questions['kept']}; wrote {self.output['train']} train + {self.output['test']} test"]
+        drops = {k: v for k, v in self.questions["dropped"].items() if v}
+        if drops:
+            lines.append("  questions dropped: " + ", ".join(f"{v} {k}" for k, v in drops.items()))
+        adrops = {k: v for k, v in self.answers["dropped"].items() if v}
+        if adrops:
+            lines.append("  answers dropped: " + ", ".join(f"{v} {k}" for k, v in adrops.items()))
+        rdrops = {k: self.rows.get(k, 0) for k in ROW_REASONS if self.rows.get(k, 0)}
+        if rdrops:
+            lines.append("  rows skipped: " + ", ".join(f"{v} {k}" for k, v in rdrops.items()))
+        for err in self.parse_errors:
+            lines.append(f"  WARNING: XML error in {err['file']} at line {err['line']}, column {err['column']}: "
+                         f"{err['message']} (kept the {err['rows_before']} rows before it)")
+        return "\n".join(lines)
+
+
+def _merge_years(dst: dict[int, dict[int, int]], src: dict[int, dict[int, int]]) -> None:
+    for year, row in src.items():
+        d = dst.setdefault(int(year), dict.fromkeys(POOL_SIZES, 0))
+        for k, v in row.items():
+            d[int(k)] += v
+
+
+def build_stacocoqa(
+    dump: str | os.PathLike[str], out_dir: str | os.PathLike[str], options: StackExchangeOptions | None = None,
+) -> BuildSummary:
+    """Build StaCoCoQA-style list-wise records from a StackExchange dump (module docstring).
+
+    Args:
+        dump: a ``Posts.xml`` (plain/.gz/.bz2/.zst/.7z), a site folder, or a folder of site folders.
+        out_dir: receives ``train.jsonl``, ``test.jsonl``, ``summary.json``, ``stats.csv``,
+            ``stats.md`` and ``stats.png``.
+        options: the filters and settings (:class:`StackExchangeOptions`).
+    Returns:
+        The summary (also written as ``summary.json``).
+    Raises:
+        FileNotFoundError: the dump does not exist.
+        ConfigError: invalid options (all problems listed).
+        UserError: an empty dump file, a folder without Posts.xml, an XML error with ``strict``.
+    """
+    opts = options or StackExchangeOptions()
+    opts.validate()
+    sites = discover_sites(dump, opts.votes)
+    for s in sites:
+        for p in (s.posts, s.votes):
+            if p is not None and p.stat().st_size == 0:
+                raise UserError(f"{p} is empty (0 bytes); give a complete StackExchange dump file")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rankalign-se-", dir=opts.work_dir) as tmp, \
+            _pool(opts.workers, len(sites)) as pool:
+        jobs = []
+        for s in sites:
+            jobs.append(("posts", s.name, str(s.posts), tmp, opts.chunk_rows, opts.progress, len(jobs)))
+            if s.votes is not None:
+                jobs.append(("votes", s.name, str(s.votes), tmp, opts.chunk_rows, opts.progress, len(jobs)))
+        parsed = _map(pool, _parse_job, jobs)
+        t_parse = time.perf_counter() - t0
+        errors = [r.error for r in parsed if r.error is not None]
+        for r in parsed:
+            if r.kind == "posts" and r.rows == 0:
+                detail = f": {r.error['message']}" if r.error else ""
+                raise UserError(f"{r.path}: no <row> element found{detail}; is this a StackExchange Posts.xml?")
+        if errors and opts.strict:
+            e = errors[0]
+            raise UserError(f"XML error in {e['file']} at line {e['line']}, column {e['column']}: {e['message']} "
+                            f"(strict mode; drop --strict to keep the {e['rows_before']} rows before it)")
+        for e in errors:
+            print(f"warning: XML error in {e['file']} at line {e['line']}, column {e['column']}: {e['message']}; "
+                  f"kept the {e['rows_before']} rows before it", file=sys.stderr)
+        site_jobs = []
+        for i, s in enumerate(sites):
+            pc = [c for r in parsed if r.site == s.name and r.kind == "posts" for c in r.chunks]
+            vc = [c for r in parsed if r.site == s.name and r.kind == "votes" for c in r.chunks]
+            site_jobs.append((s.name, pc, vc, opts, tmp, i))
+        built = _map(pool, _site_job, site_jobs)
+        t_join = time.perf_counter() - t0 - t_parse
+        seconds = {"parse": round(t_parse, 3), "join_convert": round(t_join, 3),
+                   "total": round(time.perf_counter() - t0, 3)}
+        return _finish(dump, sites, opts, parsed, built, errors, out, seconds)
+
+
+@contextlib.contextmanager
+def _pool(workers: int, n_sites: int) -> Iterator[ProcessPoolExecutor | None]:
+    """One process pool for the parse and join stages (``None``: run inline)."""
+    if workers <= 1:
+        yield None
+        return
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        yield ex
+
+
+def _map(pool: ProcessPoolExecutor | None, fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+    """Run jobs in the pool (inline without one, or for a single job); results in job order."""
+    if pool is None or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
+    return list(pool.map(fn, jobs))
+
+
+def _finish(
+    dump: str | os.PathLike[str], sites: list[SiteInput], opts: StackExchangeOptions,
+    parsed: list[ParseResult], built: list[SiteResult], errors: list[dict[str, Any]], out: Path,
+    seconds: dict[str, float],
+) -> BuildSummary:
+    """Sample, split, write every output into a staging folder and rename into place."""
+    import numpy as np
+
+    multi = len(sites) > 1
+    total = sum(b.kept for b in built)
+    rng = np.random.default_rng(opts.seed)
+    chosen = np.arange(total) if opts.sample is None or opts.sample >= total else np.sort(
+        rng.choice(total, size=opts.sample, replace=False))
+    n_test = round(len(chosen) * opts.test_fraction)
+    assign = np.zeros(total, dtype=np.uint8)  # 0 not sampled, 1 train, 2 test
+    assign[chosen] = 1
+    if n_test:
+        assign[chosen[rng.permutation(len(chosen))[:n_test]]] = 2
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        out_years: dict[int, dict[int, int]] = {}
+        out_tags: Counter = Counter()
+        n_train = n_test_w = 0
+        idx = 0
+        with open(staging / "train.jsonl", "w", encoding="utf-8") as ftr, \
+                open(staging / "test.jsonl", "w", encoding="utf-8") as fte:
+            for b in built:
+                with open(b.kept_path, encoding="utf-8") as fh:
+                    for line in fh:
+                        where = assign[idx]
+                        idx += 1
+                        if not where:
+                            continue
+                        d = json.loads(line)
+                        if multi:
+                            d["id"] = f"{b.site}/{d['id']}"
+                            line = json.dumps(d, ensure_ascii=False) + "\n"
+                        (ftr if where == 1 else fte).write(line)
+                        if where == 1:
+                            n_train += 1
+                        else:
+                            n_test_w += 1
+                        year = int(d["meta"]["created"][:4])
+                        row = out_years.setdefault(year, dict.fromkeys(POOL_SIZES, 0))
+                        for k in POOL_SIZES:
+                            if len(d["responses"]) >= k:
+                                row[k] += 1
+                        out_tags.update(d["meta"]["tags"])
+        rows: Counter = Counter()
+        examples: list[str] = []
+        for r in parsed:
+            if r.kind == "posts":
+                rows["rows"] += r.rows
+                rows.update({k: v for k, v in r.counts.items() if k in ("malformed row", "other post types")})
+                examples.extend(r.examples)
+            else:
+                rows["vote rows"] += r.rows
+                rows.update({k: v for k, v in r.counts.items()})
+        rows["questions"] = sum(b.rows["questions"] for b in built)
+        rows["answers"] = sum(r.counts["answers"] for r in parsed if r.kind == "posts")
+        for b in built:
+            rows["duplicate id"] += b.rows["duplicate id"]
+            rows["answer without question"] += b.rows["answer without question"]
+        dropped: Counter = Counter()
+        adropped: Counter = Counter()
+        pool: dict[str, dict[int, dict[int, int]]] = {"D_Q": {}, "D_C": {}, "kept": {}, "output": out_years}
+        tags: dict[str, Counter] = {"D_C": Counter(), "kept": Counter(), "output": out_tags}
+        for b in built:
+            dropped.update(b.dropped)
+            adropped.update(b.answers_dropped)
+            for stage in ("D_Q", "D_C", "kept"):
+                _merge_years(pool[stage], b.pool_by_year.get(stage, {}))
+            for stage in ("D_C", "kept"):
+                tags[stage].update(b.tags.get(stage, Counter()))
+        stats = {
+            "pool_by_year": {st: {str(y): {str(k): v for k, v in row.items()} for y, row in sorted(d.items())}
+                             for st, d in pool.items()},
+            "top_tags": {st: _top_tags(c) for st, c in tags.items()},
+            "pool_sizes": list(POOL_SIZES),
+        }
+        opts_dict = asdict(opts)
+        summary = BuildSummary(
+            dump=str(dump), sites=[s.name for s in sites], options=opts_dict,
+            rows={k: int(v) for k, v in rows.items()},
+            questions={"total": rows["questions"], "kept": total,
+                       "dropped": {r: int(dropped.get(r, 0)) for r in QUESTION_REASONS}},
+            answers={"dropped": {r: int(adropped.get(r, 0)) for r in ANSWER_REASONS}},
+            output={"kept": total, "sampled": len(chosen), "train": n_train, "test": n_test_w,
+                    "sample_requested": opts.sample, "seed": opts.seed, "test_fraction": opts.test_fraction,
+                    "note": (f"only {total} questions passed the filters; --sample {opts.sample} took them all"
+                             if opts.sample is not None and opts.sample > total else None)},
+            parse_errors=errors, examples=examples[:10], stats=stats, seconds=seconds,
+        )
+        (staging / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+        _write_stats(stats, staging)
+        for name in ("train.jsonl", "test.jsonl", "stats.csv", "stats.md", "stats.png", "summary.json"):
+            os.replace(staging / name, out / name)  # summary.json last: it marks a complete build
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _top_tags(counter: Counter, k: int = 90) -> list[dict[str, Any]]:
+    """Table 8: the k most frequent tags with volume and share of all tag uses."""
+    total = sum(counter.values())
+    return [{"tag": t, "volume": n, "percentage": round(n / total, 4) if total else 0.0}
+            for t, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+
+
+def _write_stats(stats: dict[str, Any], folder: Path) -> None:
+    """``stats.csv`` (long format), ``stats.md`` (Tables 7-8 style) and ``stats.png``."""
+    sizes = stats["pool_sizes"]
+    with open(folder / "stats.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["table", "stage", "year", "min_pool_size", "tag", "count", "percentage"])
+        for stage, years in stats["pool_by_year"].items():
+            for year, row in years.items():
+                for k in sizes:
+                    w.writerow(["pool_by_year", stage, year, k, "", row[str(k)], ""])
+        for stage, rows in stats["top_tags"].items():
+            for r in rows:
+                w.writerow(["top_tags", stage, "", "", r["tag"], r["volume"], r["percentage"]])
+    md = io.StringIO()
+    md.write("# StaCoCoQA build statistics\n\n## Questions per year with at least k answers (cf. seed 000 Table 7)\n")
+    for stage, years in stats["pool_by_year"].items():
+        md.write(f"\n### {stage}\n\n| Year | " + " | ".join(f"Size>={k}" for k in sizes) + " |\n")
+        md.write("|---" * (len(sizes) + 1) + "|\n")
+        for year, row in years.items():
+            md.write(f"| {year} | " + " | ".join(str(row[str(k)]) for k in sizes) + " |\n")
+    md.write("\n## Top tags (cf. seed 000 Table 8)\n")
+    for stage, rows in stats["top_tags"].items():
+        md.write(f"\n### {stage}\n\n| Tag | Volume | Percentage |\n|---|---|---|\n")
+        for r in rows[:30]:
+            md.write(f"| {r['tag']} | {r['volume']} | {r['percentage']:.3f} |\n")
+    (folder / "stats.md").write_text(md.getvalue(), encoding="utf-8")
+    _plot_stats(stats, folder / "stats.png")
+
+
+def _plot_stats(stats: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    years = stats["pool_by_year"]["output"]
+    sizes = stats["pool_sizes"]
+    labels = list(years)
+    width = 0.8 / max(1, len(sizes))
+    for j, k in enumerate(sizes):
+        ax1.bar([i + j * width for i in range(len(labels))], [years[y][str(k)] for y in labels], width,
+                label=f">= {k}")
+    ax1.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=45)
+    ax1.set_title("Output questions per year by pool size (Table 7)")
+    ax1.set_ylabel("questions")
+    if labels:
+        ax1.legend(fontsize=7, title="answers")
+    top = stats["top_tags"]["output"][:15]
+    ax2.barh([r["tag"] for r in top][::-1], [r["volume"] for r in top][::-1])
+    ax2.set_title("Top tags of the output (Table 8)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def stacocoqa_defaults() -> StackExchangeOptions:
+    """The default options (one place; the CLI reads its defaults from here)."""
+    return StackExchangeOptions()
+
+
+__all__ = [
+    "BuildSummary",
+    "StackExchangeOptions",
+    "build_stacocoqa",
+    "discover_sites",
+    "has_code_block",
+    "html_to_text",
+    "parse_posts",
+    "parse_votes",
+]

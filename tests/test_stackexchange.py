@@ -1,0 +1,416 @@
+"""StaCoCoQA from StackExchange dumps (seed 000 §3.1, SPEC §3): rankalign.data.stackexchange.
+
+Real dumps (coffee, ai.meta) are checked against counts taken independently with
+xml.etree.ElementTree; the code-block path and every bad-input case use small Posts.xml
+files written here.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import pytest
+
+from rankalign.cli import main
+from rankalign.data.record import ListRecord
+from rankalign.data.se_html import has_code_block, html_to_text
+from rankalign.data.stackexchange import (
+    QUESTION_REASONS,
+    StackExchangeOptions,
+    build_stacocoqa,
+)
+from rankalign.errors import ConfigError, UserError
+
+BOM = "\ufeff"
+
+
+def _opts(**kw) -> StackExchangeOptions:
+    kw.setdefault("workers", 1)
+    kw.setdefault("progress", False)
+    return StackExchangeOptions(**kw)
+
+
+def _attr(value: str) -> str:
+    """An XML attribute as the dumps write it: entities escaped, newlines as &#xA;."""
+    return quoteattr(value).replace("&#10;", "&#xA;")
+
+
+def _row(**attrs: object) -> str:
+    return "  <row " + " ".join(f"{k}={_attr(str(v))}" for k, v in attrs.items()) + " />"
+
+
+def q(id: int, body: str, acc: int | None = None, created: str = "2020-03-01T10:00:00.000", score: int = 5,
+      title: str | None = None, tags: str = "<python><pandas>") -> str:
+    a = {"Id": id, "PostTypeId": 1, "CreationDate": created, "Score": score, "Body": body,
+         "Title": title or f"Question {id}", "Tags": tags}
+    if acc is not None:
+        a["AcceptedAnswerId"] = acc
+    return _row(**a)
+
+
+def ans(id: int, parent: int, body: str, score: int = 1, created: str = "2020-03-02T10:00:00.000") -> str:
+    return _row(Id=id, PostTypeId=2, ParentId=parent, CreationDate=created, Score=score, Body=body)
+
+
+def write_posts(path: Path, rows: list[str], bom: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (BOM if bom else "") + '<?xml version="1.0" encoding="utf-8"?>\n<posts>\n' + "\n".join(rows) + "\n</posts>\n"
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def outputs(out: Path) -> tuple[list[dict], list[dict], dict]:
+    return read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl"), json.loads(
+        (out / "summary.json").read_text())
+
+
+CODE_Q = "<p>Why does this fail &amp; how?</p>\n<pre><code>if a &lt; b:\n\n\n    print(&quot;x&quot;)\n</code></pre>\n<p>Thanks</p>"
+INLINE_Q = "<p>Call <code>df.head()</code> please</p>"
+PLAIN_Q = "<p>No code at all, just &lt;words&gt;.</p>"
+
+
+def small_site(tmp_path: Path) -> Path:
+    """Three questions (pre/code, inline code, no code), each with an accepted answer and 3 answers."""
+    rows = [
+        q(1, CODE_Q, acc=11), ans(10, 1, "<p>First</p>", 3), ans(11, 1, "<p>Use <code>&lt;=</code></p>", 10),
+        ans(12, 1, "<p>Third</p>", -2),
+        q(2, INLINE_Q, acc=21), ans(20, 2, "<p>a</p>", 1), ans(21, 2, "<p>b</p>", 2), ans(22, 2, "<p>c</p>", 0),
+        q(3, PLAIN_Q, acc=31), ans(30, 3, "<p>x</p>", 1), ans(31, 3, "<p>y</p>", 4), ans(32, 3, "<p>z</p>", 2),
+    ]
+    return write_posts(tmp_path / "site" / "Posts.xml", rows)
+
+
+# ----------------------------------------------------------------------------- HTML to text
+def test_html_to_text_fences_code_and_unescapes_entities():
+    # hand-derived: paragraphs separated by one blank line, the <pre> block fenced with its
+    # blank lines kept, entities unescaped (&amp; -> &, &lt; -> <, &quot; -> ")
+    expected = 'Why does this fail & how?\n\n```\nif a < b:\n\n\n    print("x")\n```\n\nThanks'
+    assert html_to_text(CODE_Q) == expected
+    assert html_to_text(INLINE_Q) == "Call `df.head()` please"
+    assert html_to_text("<ul><li>one</li><li>two</li></ul>") == "- one\n\n- two"
+    assert html_to_text("a<br>b &unknownentity; <img src='x' alt='pic'>") == "a\nb &unknownentity; pic"
+    assert html_to_text("") == "" and html_to_text("  \n ") == "" and html_to_text(None) == ""
+
+
+def test_has_code_block():
+    assert has_code_block(CODE_Q) and has_code_block(INLINE_Q) and has_code_block('<code class="x">y</code>')
+    assert not has_code_block(PLAIN_Q) and not has_code_block("<p>codex</p>") and not has_code_block(None)
+
+
+# ----------------------------------------------------------------------------- real dumps
+def _independent_counts(posts: Path) -> dict:
+    """Counts taken with xml.etree.ElementTree, independently of the pipeline."""
+    rows = [r.attrib for r in ET.parse(posts).getroot().iter("row")]
+    questions = {r["Id"]: r for r in rows if r.get("PostTypeId") == "1"}
+    answers = [r for r in rows if r.get("PostTypeId") == "2"]
+    by_parent: dict[str, list[dict]] = {}
+    for a in answers:
+        by_parent.setdefault(a["ParentId"], []).append(a)
+    with_acc = {i: r for i, r in questions.items() if r.get("AcceptedAnswerId")}
+    found = {i for i, r in with_acc.items() if any(a["Id"] == r["AcceptedAnswerId"] for a in by_parent.get(i, []))}
+    pool_ok = {i for i in found if len(by_parent.get(i, [])) >= 2}
+    return {"questions": len(questions), "answers": len(answers), "with_accepted": len(with_acc),
+            "found": len(found), "found_ids": found, "kept_ids": pool_ok, "by_parent": by_parent, "q": questions}
+
+
+@pytest.mark.parametrize("site", ["coffee", "ai.meta"])
+def test_real_dump_counts_match_elementtree(shared_data, tmp_path, site):
+    posts = shared_data / "stackexchange" / site / "Posts.xml"
+    ref = _independent_counts(posts)
+    out = tmp_path / "out"
+    s = build_stacocoqa(posts.parent, out, _opts(code_filter=False, test_fraction=0.2)).to_dict()
+    d = s["questions"]["dropped"]
+    assert s["rows"]["questions"] == ref["questions"] == s["questions"]["total"]
+    assert s["rows"]["answers"] == ref["answers"]
+    assert s["questions"]["total"] - d["no accepted answer"] == ref["with_accepted"]
+    assert s["questions"]["total"] - d["no accepted answer"] - d["accepted answer missing"] == ref["found"]
+    assert s["questions"]["kept"] + sum(d.values()) == s["questions"]["total"]
+    train, test, on_disk = outputs(out)
+    assert on_disk["questions"] == s["questions"]
+    ids = [r["id"] for r in train + test]
+    assert set(ids) == ref["kept_ids"] and len(ids) == len(set(ids))
+    assert len(test) == round(0.2 * len(ids))
+    for r in train + test:
+        rec = ListRecord.from_dict(r)
+        qrow = ref["q"][rec.id]
+        assert rec.meta["accepted_answer_id"] == qrow["AcceptedAnswerId"]
+        assert rec.meta["title"] == qrow["Title"] and rec.prompt.startswith(qrow["Title"] + "\n\n")
+        expected = ref["by_parent"][rec.id]
+        assert [a.attributes["post_id"] for a in rec.responses] == sorted((a["Id"] for a in expected), key=int)
+        assert [a.attributes["votes"] for a in rec.responses] == [
+            int(a["Score"]) for a in sorted(expected, key=lambda a: int(a["Id"]))]
+        assert sum(a.attributes["accepted"] for a in rec.responses) == 1
+    if site == "ai.meta":  # the site folder brings its Votes.xml
+        votes = [v.attrib for v in ET.parse(posts.parent / "Votes.xml").getroot().iter("row")]
+        up = Counter(v["PostId"] for v in votes if v["VoteTypeId"] == "2")
+        down = Counter(v["PostId"] for v in votes if v["VoteTypeId"] == "3")
+        assert s["rows"]["up votes"] == 1589 and s["rows"]["down votes"] == 180
+        for r in train + test:
+            for a in r["responses"]:
+                assert a["attributes"]["up"] == up[a["attributes"]["post_id"]]
+                assert a["attributes"]["down"] == down[a["attributes"]["post_id"]]
+    assert (out / "stats.png").stat().st_size > 1000 and (out / "stats.csv").read_text().startswith("table,")
+
+
+def test_real_dump_votes_flag_and_time_window(shared_data, tmp_path):
+    posts = shared_data / "stackexchange" / "ai.meta" / "Posts.xml"
+    ref = _independent_counts(posts)
+    s = build_stacocoqa(posts, tmp_path / "o", _opts(code_filter=False, votes=str(posts.parent / "Votes.xml"),
+                                                     start="2017-01-01", end="2018-01-01")).to_dict()
+    inside = {i for i in ref["kept_ids"] if "2017-01-01" <= ref["q"][i]["CreationDate"] < "2018-01-01"}
+    train, test, _ = outputs(tmp_path / "o")
+    assert {r["id"] for r in train + test} == inside
+    # the window is checked before the pool size: every question with its accepted answer found counts
+    outside = {i for i in ref["found_ids"] if not "2017-01-01" <= ref["q"][i]["CreationDate"] < "2018-01-01"}
+    assert s["questions"]["dropped"]["outside time window"] == len(outside) > 0
+    assert all("up" in a["attributes"] for r in train for a in r["responses"])
+
+
+# ----------------------------------------------------------------------------- code-block path
+def test_code_filter_and_fenced_code(tmp_path):
+    posts = small_site(tmp_path)
+    s = build_stacocoqa(posts, tmp_path / "o", _opts(test_fraction=0.0)).to_dict()
+    train, test, _ = outputs(tmp_path / "o")
+    assert test == [] and [r["id"] for r in train] == ["1", "2"]
+    assert s["questions"]["dropped"]["no code block"] == 1
+    r1 = train[0]
+    assert r1["prompt"] == "Question 1\n\n" + html_to_text(CODE_Q)
+    assert "```\nif a < b:\n\n\n    print(\"x\")\n```" in r1["prompt"]
+    assert [a["text"] for a in r1["responses"]] == ["First", "Use `<=`", "Third"]
+    assert [a["attributes"]["votes"] for a in r1["responses"]] == [3, 10, -2]  # negative score kept
+    assert [a["attributes"]["accepted"] for a in r1["responses"]] == [False, True, False]
+    assert r1["responses"][0]["attributes"]["created"] == "2020-03-02T10:00:00.000"
+    assert r1["meta"]["tags"] == ["python", "pandas"] and r1["meta"]["accepted_answer_id"] == "11"
+    s2 = build_stacocoqa(posts, tmp_path / "o2", _opts(code_filter=False, test_fraction=0.0)).to_dict()
+    assert s2["questions"]["kept"] == 3 and s2["questions"]["dropped"]["no code block"] == 0
+
+
+def test_quality_filters(tmp_path):
+    posts = small_site(tmp_path)
+    run = lambda **kw: build_stacocoqa(posts, tmp_path / "o", _opts(code_filter=False, test_fraction=0.0, **kw))  # noqa: E731
+    # pool sizes are 3 everywhere
+    assert run(min_answers=4).questions["dropped"]["pool too small"] == 3
+    assert run(max_answers=2).questions["dropped"]["pool too large"] == 3
+    # vote spreads: q1 12, q2 2, q3 3
+    s = run(min_vote_spread=3)
+    assert s.questions["dropped"]["vote spread too small"] == 1 and s.questions["kept"] == 2
+    # min answer votes 1: q1 drops answer 12 (-2), q2 drops 22 (0) -> pool 2; q3 keeps 3
+    s = run(min_answer_votes=1)
+    assert s.answers["dropped"]["answer below min votes"] == 2 and s.questions["kept"] == 3
+    train, _, _ = outputs(tmp_path / "o")
+    assert [len(r["responses"]) for r in train] == [2, 2, 3]
+    # min answer votes 3: q2's accepted answer (2 votes) goes -> "accepted answer filtered"
+    # min answer votes 3: q2's accepted answer (2 votes) goes -> "accepted answer filtered";
+    # q3 keeps only its accepted answer (4) -> "pool too small"; q1 keeps 10 and 11
+    s = run(min_answer_votes=3)
+    assert s.questions["dropped"]["accepted answer filtered"] == 1
+    assert s.questions["dropped"]["pool too small"] == 1 and s.questions["kept"] == 1
+    # token limits (whitespace words): q1's prompt is long, answers are 1-2 words
+    s = run(max_question_tokens=8)
+    assert s.questions["dropped"]["question too long"] == 1
+    s = run(max_answer_tokens=1)
+    assert s.answers["dropped"]["answer too long"] == 1 and s.questions["dropped"]["accepted answer filtered"] == 1
+
+
+def test_quality_filter_counts_add_up(tmp_path):
+    posts = small_site(tmp_path)
+    s = build_stacocoqa(posts, tmp_path / "o", _opts(min_answer_votes=4)).to_dict()
+    d = s["questions"]["dropped"]
+    assert list(d) == list(QUESTION_REASONS)
+    assert s["questions"]["kept"] == 0 and sum(d.values()) == 3
+    # q1: only its accepted answer (10) has >= 4 votes -> pool too small; q2: accepted (2) filtered;
+    # q3: no code block (checked first)
+    assert d["pool too small"] == 1 and d["accepted answer filtered"] == 1 and d["no code block"] == 1
+
+
+def test_sample_and_split_are_seeded(tmp_path):
+    rows = []
+    for i in range(1, 41):
+        rows += [q(i, CODE_Q, acc=1000 + i), ans(1000 + i, i, "<p>a</p>", 2), ans(2000 + i, i, "<p>b</p>", 1)]
+    posts = write_posts(tmp_path / "s" / "Posts.xml", rows)
+    a = build_stacocoqa(posts, tmp_path / "a", _opts(sample=20, seed=3, test_fraction=0.1)).to_dict()
+    b = build_stacocoqa(posts, tmp_path / "b", _opts(sample=20, seed=3, test_fraction=0.1)).to_dict()
+    build_stacocoqa(posts, tmp_path / "c", _opts(sample=20, seed=4, test_fraction=0.1))
+    ta, sa, _ = outputs(tmp_path / "a")
+    tb, sb, _ = outputs(tmp_path / "b")
+    tc, sc, _ = outputs(tmp_path / "c")
+    assert (len(ta), len(sa)) == (18, 2) and a["output"]["sampled"] == 20 and a["questions"]["kept"] == 40
+    assert ta == tb and sa == sb and b == {**a, "seconds": b["seconds"]}
+    assert {r["id"] for r in ta} & {r["id"] for r in sa} == set()
+    assert {r["id"] for r in ta + sa} != {r["id"] for r in tc + sc}
+    s = build_stacocoqa(posts, tmp_path / "d", _opts(sample=100)).to_dict()
+    assert s["output"]["sampled"] == 40 and "took them all" in s["output"]["note"]
+
+
+# ----------------------------------------------------------------------------- robust input
+def test_robust_rows(tmp_path):
+    rows = [
+        q(1, CODE_Q, acc=99), ans(10, 1, "<p>a</p>"), ans(11, 1, "<p>b</p>"),           # accepted answer missing
+        q(2, CODE_Q, acc=21), ans(20, 2, "<p>a</p>"), ans(21, 2, "<p>b\nc</p>"),        # written as &#xA;
+        ans(20, 2, "<p>duplicate of 20</p>", 99),                                      # duplicate id, first kept
+        q(3, "", acc=31), ans(30, 3, "<p>a</p>"), ans(31, 3, "<p>b</p>"),               # empty question body
+        q(4, CODE_Q, acc=41), ans(40, 4, "  "), ans(41, 4, "<p>b</p>"), ans(42, 4, "<p>c</p>"),  # empty answer
+        '  <row Id="5" PostTypeId="1" Score="1" Body="&lt;code&gt;x&lt;/code&gt;" Title="t" />',  # no CreationDate
+        '  <row Id="6" PostTypeId="2" CreationDate="2020-01-01T00:00:00" Score="1" Body="x" />',  # no ParentId
+        '  <row PostTypeId="1" CreationDate="2020-01-01T00:00:00" Score="x" Body="x" Title="t" />',  # no Id
+        ans(70, 12345, "<p>orphan</p>"),
+    ]
+    posts = write_posts(tmp_path / "s" / "Posts.xml", rows)
+    # no code filter: an empty body has no code block, which would be checked first
+    s = build_stacocoqa(posts, tmp_path / "o", _opts(test_fraction=0.0, code_filter=False)).to_dict()
+    train, _, _ = outputs(tmp_path / "o")
+    assert s["rows"]["malformed row"] == 3 and len(s["examples"]) == 3
+    assert s["rows"]["duplicate id"] == 1 and s["rows"]["answer without question"] == 1
+    d = s["questions"]["dropped"]
+    assert d["accepted answer missing"] == 1 and d["empty body"] == 1
+    assert s["answers"]["dropped"]["empty answer body"] == 1
+    assert [r["id"] for r in train] == ["2", "4"]
+    assert [a["text"] for a in train[0]["responses"]] == ["a", "b\nc"]
+    assert [a["attributes"]["votes"] for a in train[0]["responses"]] == [1, 1]  # not the duplicate's 99
+
+
+def _broken(tmp_path: Path, tail: bytes) -> Path:
+    good = write_posts(tmp_path / "g" / "Posts.xml", [
+        q(1, CODE_Q, acc=11), ans(10, 1, "<p>a</p>"), ans(11, 1, "<p>b</p>"),
+        q(2, CODE_Q, acc=21), ans(20, 2, "<p>a</p>"), ans(21, 2, "<p>b</p>")]).read_bytes()
+    head = good[: good.index(b"</posts>")]
+    p = tmp_path / "bad" / "Posts.xml"
+    p.parent.mkdir()
+    p.write_bytes(head + tail)
+    return p
+
+
+@pytest.mark.parametrize("tail, message", [
+    (b'  <row Id="30" PostTypeId="2" ParentId="2" Score="1" Body="tru', "truncated"),
+    (b'  <row Id="30" PostTypeId="2" ParentId="2" Score="1" Body="\xff\xfe" />\n</posts>', "non-UTF-8"),
+    (b'  <row Id="30" PostTypeId="2" ParentId="2" Score="1" Body="&nbsp;" />\n</posts>', "entity"),
+])
+def test_broken_xml_keeps_rows_before_and_reports(tmp_path, capsys, tail, message):
+    p = _broken(tmp_path, tail)
+    out = tmp_path / "o"
+    rc = main(["data", "stackexchange", str(p), "--out", str(out), "--workers", "1", "-q", "--test-fraction", "0"])
+    assert rc == 0, message
+    err = capsys.readouterr().err
+    assert "warning: XML error" in err and "line 9" in err
+    train, _, s = outputs(out)
+    assert [r["id"] for r in train] == ["1", "2"]
+    (e,) = s["parse_errors"]
+    assert e["line"] == 9 and e["rows_before"] == 6 and e["file"] == str(p)
+    # --strict: exit 2, one-line error, nothing written
+    out2 = tmp_path / "o2"
+    rc = main(["data", "stackexchange", str(p), "--out", str(out2), "--workers", "1", "-q", "--strict"])
+    assert rc == 2
+    assert "strict mode" in capsys.readouterr().err
+    assert not (out2 / "train.jsonl").exists() and not (out2 / "summary.json").exists()
+
+
+@pytest.mark.parametrize("content", [b"", BOM.encode(), b'<?xml version="1.0"?>\n<posts>\n</posts>\n'])
+def test_empty_file_is_a_clear_error(tmp_path, capsys, content):
+    p = tmp_path / "Posts.xml"
+    p.write_bytes(content)
+    with pytest.raises(UserError, match=r"Posts\.xml"):
+        build_stacocoqa(p, tmp_path / "o", _opts())
+    rc = main(["data", "stackexchange", str(p), "--out", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error:" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "train.jsonl").exists()
+
+
+def test_failed_build_leaves_no_output(tmp_path, monkeypatch):
+    import rankalign.data.stackexchange as se
+
+    posts = small_site(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def boom(*a, **k):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(se, "_plot_stats", boom)
+    with pytest.raises(RuntimeError, match="killed"):
+        build_stacocoqa(posts, tmp_path / "o", _opts(work_dir=str(work)))
+    assert list((tmp_path / "o").iterdir()) == []  # no train/test/summary, no staging folder
+    assert list(work.iterdir()) == []  # the parquet work folder is gone
+
+
+# ----------------------------------------------------------------------------- wrappers, folders
+def _no_site(splits: tuple[list[dict], ...]) -> list[list[dict]]:
+    out = []
+    for recs in splits:
+        for r in recs:
+            r["meta"].pop("site")
+        out.append(recs)
+    return out
+
+
+def test_compressed_wrappers_give_the_same_records(tmp_path):
+    import py7zr
+    import zstandard
+
+    posts = small_site(tmp_path)
+    raw = posts.read_bytes()
+    ref_out = tmp_path / "plain"
+    build_stacocoqa(posts, ref_out, _opts())
+    ref = _no_site(outputs(ref_out)[:2])
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "Posts.xml.gz").write_bytes(gzip.compress(raw))
+    (tmp_path / "bz").mkdir()
+    (tmp_path / "bz" / "Posts.xml.bz2").write_bytes(bz2.compress(raw))
+    (tmp_path / "zs").mkdir()
+    (tmp_path / "zs" / "Posts.xml.zst").write_bytes(zstandard.ZstdCompressor().compress(raw))
+    with py7zr.SevenZipFile(tmp_path / "site.7z", "w") as z:
+        z.write(posts, "Posts.xml")
+    for dump in (tmp_path / "gz", tmp_path / "bz" / "Posts.xml.bz2", tmp_path / "zs", tmp_path / "site.7z"):
+        o = tmp_path / ("out-" + dump.name)
+        build_stacocoqa(dump, o, _opts())
+        assert _no_site(outputs(o)[:2]) == ref, dump
+
+
+def test_folder_of_two_sites_in_parallel(tmp_path):
+    small_site(tmp_path / "a")
+    small_site(tmp_path / "b")
+    root = tmp_path / "dump"
+    root.mkdir()
+    (tmp_path / "a" / "site").rename(root / "alpha")
+    (tmp_path / "b" / "site").rename(root / "beta")
+    s = build_stacocoqa(root, tmp_path / "o", _opts(workers=2, test_fraction=0.0)).to_dict()
+    train, _, _ = outputs(tmp_path / "o")
+    assert s["sites"] == ["alpha", "beta"] and s["questions"]["total"] == 6
+    assert [r["id"] for r in train] == ["alpha/1", "alpha/2", "beta/1", "beta/2"]
+    assert {r["meta"]["site"] for r in train} == {"alpha", "beta"}
+
+
+# ----------------------------------------------------------------------------- options, CLI
+def test_options_are_validated_all_at_once():
+    with pytest.raises(ConfigError) as exc:
+        StackExchangeOptions.from_dict({"min_answers": 1, "test_fraction": 1.5, "start": "yesterday"})
+    text = str(exc.value)
+    assert "3 configuration problems" in text and "--min-answers" in text and "--test-fraction" in text
+    with pytest.raises(ConfigError, match="unknown option"):
+        StackExchangeOptions.from_dict({"min_answer": 2})
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    posts = small_site(tmp_path)
+    out = tmp_path / "o"
+    rc = main(["data", "stackexchange", str(posts), "--out", str(out), "-q", "--workers", "1",
+               "--min-answer-votes", "0", "--test-fraction", "0.5", "--seed", "1"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "kept 2" in printed and "1 no code block" in printed and "1 answer below min votes" in printed
+    train, test, s = outputs(out)
+    assert len(train) == 1 and len(test) == 1 and s["options"]["min_answer_votes"] == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "stats.csv", "stats.md", "stats.png", "summary.json", "test.jsonl", "train.jsonl"]
+    rc = main(["data", "stackexchange", str(tmp_path / "nope.xml"), "--out", str(out)])
+    assert rc == 2 and "no such dump" in capsys.readouterr().err
