@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     from rankalign.errors import UserError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # commands that take free-form `--key value` overrides set `accepts_extra` (e.g. `train`)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         result = args.func(args)
     except (UserError, RecordError, FileNotFoundError, ValueError) as exc:

@@ -1,0 +1,287 @@
+"""Tokenise lists, collate them, and compute per-response log-probabilities.
+
+One list-wise example = one prompt and M responses. Each (prompt, response) pair is one
+sequence: the tokenizer's chat template with the prompt as the user turn and the response
+as the assistant turn (plain ``prompt + "\\n\\n" + response + eos`` when the tokenizer has
+no template). Only response tokens are scored.
+
+Shapes: a micro-batch holds B lists padded to M candidates; the collator flattens them to
+``input_ids [B*M, T]`` so the policy runs ONE forward per micro-batch; the log-probs come
+back as ``[B, M]`` (padded candidates masked).
+
+Reduction rule: ``logp(y)`` is the SUM of the response's token log-probs; the token mean
+``avg(y) = logp(y) / |y|`` is derived from it (``ListLogps.avg``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+#: separator between prompt and response when the tokenizer has no chat template.
+PLAIN_SEPARATOR = "\n\n"
+
+
+@dataclass
+class TruncationStats:
+    """What truncation cut, counted over every tokenised (prompt, response) sequence."""
+
+    sequences: int = 0
+    prompts_cut: int = 0
+    responses_cut: int = 0
+    prompt_tokens_cut: int = 0
+    response_tokens_cut: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "sequences": self.sequences,
+            "prompts_cut": self.prompts_cut,
+            "responses_cut": self.responses_cut,
+            "prompt_tokens_cut": self.prompt_tokens_cut,
+            "response_tokens_cut": self.response_tokens_cut,
+        }
+
+    def summary(self) -> str:
+        return (f"truncation: {self.prompts_cut}/{self.sequences} prompts cut ({self.prompt_tokens_cut} tokens), "
+                f"{self.responses_cut}/{self.sequences} responses cut ({self.response_tokens_cut} tokens)")
+
+
+def split_texts(tokenizer: Any, prompt: str, response: str) -> tuple[str, str]:
+    """The prompt part and the response part of one sequence, as text.
+
+    With a chat template: the prompt part is the template applied to the user turn with the
+    generation prompt; the response part is what the full two-turn conversation adds after
+    it. Without one: ``prompt + "\\n\\n"`` and ``response + eos``.
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    if template:
+        user = [{"role": "user", "content": prompt}]
+        head = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(
+            [*user, {"role": "assistant", "content": response}], tokenize=False
+        )
+        if full.startswith(head):
+            return head, full[len(head):]
+        # templates that re-render earlier turns differently: fall back to the plain tail
+        return head, response + (tokenizer.eos_token or "")
+    return prompt + PLAIN_SEPARATOR, response + (tokenizer.eos_token or "")
+
+
+def truncate(
+    prompt_ids: list[int],
+    response_ids: list[int],
+    max_length: int,
+    max_prompt_length: int,
+    stats: TruncationStats | None = None,
+) -> tuple[list[int], list[int]]:
+    """Cut a (prompt, response) pair to fit.
+
+    The prompt is cut from the LEFT to ``max_prompt_length`` (its end, next to the response,
+    is kept); then the response is cut from the RIGHT so the total fits ``max_length``; a
+    response keeps at least one token (the prompt is cut further from the left instead).
+
+    Raises:
+        ValueError: ``max_length < 2`` (no room for one prompt and one response token) or an
+            empty response.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    if not response_ids:
+        raise ValueError("response tokenised to zero tokens")
+    p, r = list(prompt_ids), list(response_ids)
+    p0, r0 = len(p), len(r)
+    if len(p) > max_prompt_length:
+        p = p[len(p) - max_prompt_length:] if max_prompt_length > 0 else []
+    if len(p) + len(r) > max_length:
+        r = r[: max(1, max_length - len(p))]
+    if len(p) + len(r) > max_length:  # the response is down to its minimum; cut the prompt more
+        keep = max_length - len(r)
+        p = p[len(p) - keep:] if keep > 0 else []
+    if stats is not None:
+        stats.sequences += 1
+        if len(p) < p0:
+            stats.prompts_cut += 1
+            stats.prompt_tokens_cut += p0 - len(p)
+        if len(r) < r0:
+            stats.responses_cut += 1
+            stats.response_tokens_cut += r0 - len(r)
+    return p, r
+
+
+@dataclass
+class EncodedList:
+    """One tokenised list: per response the prompt and response token ids, plus targets.
+
+    ``order`` is best first; ``scores``/``psi`` one per response; ``apdf`` M x M or None.
+    ``prompt_ids`` is shared by every response of the list (after truncation each response
+    may keep a different prompt tail, so it is stored per response).
+    """
+
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    order: list[int]
+    psi: list[float]
+    scores: list[float] | None = None
+    apdf: list[list[float]] | None = None
+    raw_prompt_ids: list[int] = field(default_factory=list)
+
+
+def encode_list(
+    tokenizer: Any,
+    prompt: str,
+    responses: Sequence[str],
+    *,
+    max_length: int,
+    max_prompt_length: int,
+    stats: TruncationStats | None = None,
+) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """Tokenise one prompt with each of its responses.
+
+    Returns:
+        ``(prompt_ids per response, response_ids per response, untruncated prompt ids)``.
+    """
+    prompts, resps = [], []
+    raw_prompt: list[int] = []
+    for text in responses:
+        head, tail = split_texts(tokenizer, prompt, text)
+        p = tokenizer(head, add_special_tokens=False)["input_ids"]
+        r = tokenizer(tail, add_special_tokens=False)["input_ids"]
+        if not r:
+            r = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id]
+        raw_prompt = p
+        p, r = truncate(p, r, max_length, max_prompt_length, stats)
+        prompts.append(p)
+        resps.append(r)
+    return prompts, resps, raw_prompt
+
+
+def _pad_rows(rows: list[list[int]], value: int) -> Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+class ListCollator:
+    """Collate :class:`EncodedList` items into one flat, right-padded batch.
+
+    Output keys (B lists, M = longest list, N = B*M, T = longest sequence):
+        ``input_ids [N, T]``, ``attention_mask [N, T]``, ``response_mask [N, T]`` (True at
+        response tokens, False at prompt/padding and at padded candidates), ``list_mask
+        [B, M]``, ``order [B, M]``, ``psi [B, M]``, ``scores [B, M]`` (only when every list
+        has scores), ``apdf [B, M, M]`` (only when every list has one) and, with
+        ``mismatched=True``, ``mismatched_input_ids/attention_mask/response_mask [N, T']``:
+        each response of list b after the prompt of list (b+1) mod B (KTO's z0).
+
+    A padded candidate is a single pad token with attention 1 (so no row is all-masked)
+    and no response token, so its log-prob is 0 and it is masked out by ``list_mask``.
+    """
+
+    def __init__(self, pad_token_id: int, *, mismatched: bool = False) -> None:
+        self.pad_token_id = int(pad_token_id)
+        self.mismatched = mismatched
+
+    def _flatten(self, prompts: list[list[list[int]]], responses: list[list[list[int]]], m: int
+                 ) -> dict[str, Tensor]:
+        ids, resp = [], []
+        for p_list, r_list in zip(prompts, responses):
+            for j in range(m):
+                if j < len(r_list):
+                    ids.append(p_list[j] + r_list[j])
+                    resp.append([0] * len(p_list[j]) + [1] * len(r_list[j]))
+                else:
+                    ids.append([self.pad_token_id])
+                    resp.append([0])
+        lengths = torch.tensor([len(x) for x in ids])
+        input_ids = _pad_rows(ids, self.pad_token_id)  # [N, T]
+        attention = torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]  # [N, T]
+        response_mask = _pad_rows(resp, 0).bool()  # [N, T]
+        return {"input_ids": input_ids, "attention_mask": attention.long(), "response_mask": response_mask}
+
+    def __call__(self, items: list[EncodedList]) -> dict[str, Tensor]:
+        b = len(items)
+        m = max(len(it.response_ids) for it in items)
+        batch = self._flatten([it.prompt_ids for it in items], [it.response_ids for it in items], m)
+        list_mask = torch.zeros(b, m, dtype=torch.bool)
+        order = torch.arange(m).repeat(b, 1)
+        psi = torch.zeros(b, m)
+        for i, it in enumerate(items):
+            k = len(it.response_ids)
+            list_mask[i, :k] = True
+            order[i, :k] = torch.tensor(it.order)
+            psi[i, :k] = torch.tensor(it.psi, dtype=torch.float)
+        batch.update(list_mask=list_mask, order=order, psi=psi)
+        if all(it.scores is not None for it in items):
+            scores = torch.zeros(b, m)
+            for i, it in enumerate(items):
+                scores[i, : len(it.scores)] = torch.tensor(it.scores, dtype=torch.float)  # type: ignore[arg-type]
+            batch["scores"] = scores
+        if all(it.apdf is not None for it in items):
+            apdf = torch.zeros(b, m, m)
+            for i, it in enumerate(items):
+                k = len(it.response_ids)
+                apdf[i, :k, :k] = torch.tensor(it.apdf, dtype=torch.float)
+            batch["apdf"] = apdf
+        if self.mismatched and b >= 2:
+            # response j of list i after the (untruncated-tail) prompt of list i+1
+            prompts = []
+            for i, it in enumerate(items):
+                other = items[(i + 1) % b]
+                prompts.append([other.prompt_ids[0] for _ in it.response_ids])
+            mm = self._flatten(prompts, [it.response_ids for it in items], m)
+            batch.update({f"mismatched_{k}": v for k, v in mm.items()})
+        return batch
+
+
+def token_logps(logits: Tensor, targets: Tensor, chunk_rows: int = 8) -> Tensor:
+    """``log_softmax(logits)[..., target]`` without materialising the full log-softmax.
+
+    Args:
+        logits: ``[N, T, V]``.
+        targets: ``[N, T]`` long.
+        chunk_rows: rows processed at once (bounds the temporary ``[chunk, T, V]`` memory).
+    Returns:
+        ``[N, T]`` log-probabilities (float32 or the logits' dtype if wider).
+    """
+    out = []
+    for start in range(0, logits.shape[0], chunk_rows):
+        lg = logits[start:start + chunk_rows]  # [c, T, V]
+        if lg.dtype in (torch.float16, torch.bfloat16):
+            lg = lg.float()
+        picked = torch.gather(lg, -1, targets[start:start + chunk_rows, :, None]).squeeze(-1)  # [c, T]
+        out.append(picked - torch.logsumexp(lg, dim=-1))  # [c, T]
+    return torch.cat(out, 0)
+
+
+def sequence_logps(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Summed response log-probs and response lengths of each sequence, in ONE forward.
+
+    Args:
+        model: a causal LM returning ``.logits [N, T, V]``.
+        input_ids, attention_mask, response_mask: ``[N, T]``.
+    Returns:
+        ``(logp_sum [N], n_tokens [N])``: token ``t`` is predicted from position ``t-1``,
+        counted where ``response_mask[t]``.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # [N, T, V]
+    targets = input_ids[:, 1:]  # [N, T-1]
+    mask = response_mask[:, 1:].to(torch.bool)  # [N, T-1]
+    lp = token_logps(logits[:, :-1], targets)  # [N, T-1]
+    lp = torch.where(mask, lp, torch.zeros_like(lp))
+    return lp.sum(-1), mask.sum(-1)
+
+
+def list_logps(model: Any, batch: dict[str, Tensor], prefix: str = "") -> tuple[Tensor, Tensor]:
+    """``(policy [B, M], lengths [B, M])`` for a collated batch (``prefix='mismatched_'`` for z0)."""
+    b, m = batch["list_mask"].shape
+    s, n = sequence_logps(model, batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"],
+                          batch[f"{prefix}response_mask"])
+    s = s.view(b, m) * batch["list_mask"]  # [B, M]
+    return s, n.view(b, m)

@@ -1,0 +1,424 @@
+"""The list-wise trainer on ``transformers.Trainer`` and the top-level :func:`train`.
+
+Flow of :func:`train`: validate the config and the data (every problem at once, before
+any model is loaded) -> SeAdpra: compute the dynamic ranking/APDF when the data lacks it
+-> load the policy (and reference) -> tokenise -> ``ListwiseTrainer.train`` -> save
+weights (merged or adapter) + tokenizer -> :class:`TrainResult`.
+
+Reduction rule: each loss returns one value per list ``[B]``; ``compute_loss`` returns
+their mean over the micro-batch; the HF Trainer divides by the gradient-accumulation
+steps and DDP averages gradients across ranks, so with equal per-rank batches the update
+equals that of the mean over the global batch. Logged metrics are means over each
+micro-batch, gathered (averaged) across ranks and averaged over the logging window.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import Trainer
+
+from rankalign.data.record import ListRecord
+from rankalign.errors import ConfigError, UserError
+from rankalign.losses import ListLogps, ListwiseLoss, build_loss
+from rankalign.training.callbacks import JsonlLogCallback
+from rankalign.training.config import ListwiseConfig
+from rankalign.training.logps import EncodedList, ListCollator, TruncationStats, encode_list, list_logps
+
+TRAIN_LOG = "train_log.jsonl"
+
+
+# ---------------------------------------------------------------------- data
+class ListDataset(torch.utils.data.Dataset):
+    """Tokenised lists (:class:`EncodedList`), one item per prompt."""
+
+    def __init__(self, items: Sequence[EncodedList]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> EncodedList:
+        return self.items[i]
+
+
+def select_list(record: ListRecord, order_source: str, max_list_size: int | None
+                ) -> tuple[list[int], list[int], list[float], list[float] | None, list[list[float]] | None]:
+    """The responses kept for training and the targets, re-indexed to the kept ones.
+
+    Returns:
+        ``(kept original indices (ascending), order best first, psi, scores, apdf)``; with
+        ``max_list_size`` only the best-ranked responses (by ``order_source``) are kept.
+    """
+    order = record.preference_order(order_source)
+    keep = sorted(order[:max_list_size]) if max_list_size else list(range(record.num_responses))
+    pos = {orig: new for new, orig in enumerate(keep)}
+    new_order = [pos[i] for i in order if i in pos]
+    scores = [record.scores[i] for i in keep] if record.scores is not None else None
+    if scores is not None:
+        psi = list(scores)
+    else:  # SPEC §5: M - position in the order
+        psi = [0.0] * len(keep)
+        for p, idx in enumerate(new_order):
+            psi[idx] = float(len(keep) - p)
+    apdf = [[record.apdf[i][j] for j in keep] for i in keep] if record.apdf is not None else None
+    return keep, new_order, psi, scores, apdf
+
+
+def encode_records(records: Sequence[ListRecord], tokenizer: Any, config: ListwiseConfig,
+                   stats: TruncationStats | None = None, *, desc: str = "tokenising") -> list[EncodedList]:
+    """Tokenise every list (progress bar); ``stats`` counts what truncation cut."""
+    from tqdm.auto import tqdm
+
+    source = config.effective_order_source()
+    items = []
+    for rec in tqdm(records, desc=desc, unit="list", disable=len(records) < 50):
+        keep, order, psi, scores, apdf = select_list(rec, source, config.max_list_size)
+        prompts, responses, _ = encode_list(
+            tokenizer, rec.prompt, [rec.responses[i].text for i in keep],
+            max_length=config.max_length, max_prompt_length=config.max_prompt_length, stats=stats,
+        )
+        items.append(EncodedList(prompt_ids=prompts, response_ids=responses, order=order, psi=psi,
+                                 scores=scores, apdf=apdf))
+    return items
+
+
+def load_data(path: str, config: ListwiseConfig, what: str = "data") -> list[ListRecord]:
+    """Read records per ``config.data_on_error``; print the load report; no valid list is an error."""
+    from rankalign.data.io import LoadReport, read_records
+
+    report = LoadReport()
+    records = read_records(path, on_error=config.data_on_error, report=report)
+    if report.total_skipped:
+        print(f"{what} {path}: {report.summary()}", flush=True)
+    if not records:
+        raise UserError(f"{what} {path}: no valid lists ({report.summary()}); each record needs a prompt and "
+                        "at least 2 non-empty responses (see docs/data.md)")
+    return records
+
+
+def validate_data(records: Sequence[ListRecord], config: ListwiseConfig, what: str = "data") -> None:
+    """Data-dependent checks, before any model is loaded.
+
+    Raises:
+        ConfigError: every problem found (method needs scores / apdf the data cannot give,
+            an order source the data lacks, too few lists for the batch size, ...).
+    """
+    cls = config.loss_class()
+    problems: list[str] = []
+    if not records:
+        problems.append(f"{what}: no valid lists")
+    missing_scores = [r.id for r in records if r.scores is None]
+    if cls.needs_scores and missing_scores:
+        problems.append(f"{what}: method {config.method} needs 'scores' but {len(missing_scores)} record(s) have "
+                        f"none (e.g. id={missing_scores[0]!r}); use data with scores or another method")
+    source = config.effective_order_source()
+    if source == "gold":
+        miss = [r.id for r in records if r.ranking is None]
+        if miss:
+            problems.append(f"{what}: order_source gold needs 'ranking' but {len(miss)} record(s) have none "
+                            f"(e.g. id={miss[0]!r})")
+    if source == "scores" and missing_scores:
+        problems.append(f"{what}: order_source scores needs 'scores' but {len(missing_scores)} record(s) have "
+                        f"none (e.g. id={missing_scores[0]!r})")
+    if cls.needs_mismatched and len(records) < 2:
+        problems.append(f"{what}: method {config.method} needs at least 2 lists (found {len(records)})")
+    if problems:
+        raise ConfigError(problems)
+
+
+def ensure_dynamic_ranking(records: list[ListRecord], config: ListwiseConfig) -> list[ListRecord]:
+    """Compute D^R and the APDF (``rankalign.ranking``) for records that lack them, when needed."""
+    cls = config.loss_class()
+    need = cls.needs_apdf or config.effective_order_source() == "dynamic"
+    todo = [r for r in records if r.dynamic_ranking is None or (cls.needs_apdf and r.apdf is None)]
+    if not need or not todo:
+        return records
+    from rankalign.ranking.rank import RankingConfig, rank_records
+
+    print(f"computing the SeAdpra dynamic ranking for {len(todo)} list(s) "
+          f"(attributes: {config.ranking_attributes})", flush=True)
+    rank_records(todo, RankingConfig(attributes=config.ranking_attributes,  # type: ignore[arg-type]
+                                     half_life_days=config.half_life_days,
+                                     embedding_model=config.embedding_model))
+    return records
+
+
+# ---------------------------------------------------------------------- trainer
+def _pairwise_metrics(rewards: Tensor, lp: ListLogps) -> dict[str, Tensor]:
+    """TRL-style reward metrics for lists; ``rewards [B, M]`` (higher = preferred)."""
+    r = lp.sorted(rewards)  # [B, M] best first
+    sm = lp.sorted_mask  # [B, M]
+    others = sm[:, 1:]  # [B, M-1]
+    n_others = others.sum(1).clamp(min=1)
+    chosen = r[:, 0]  # [B]
+    rejected = (r[:, 1:] * others).sum(1) / n_others  # [B]
+    acc = ((chosen[:, None] > r[:, 1:]) & others).sum(1) / n_others  # [B]
+    # every ordered pair p < q of the list: is reward[p] > reward[q]?
+    upper = torch.ones(sm.shape[1], sm.shape[1], dtype=torch.bool, device=sm.device).triu(1)  # [M, M] p < q
+    pair_mask = sm[:, :, None] & sm[:, None, :] & upper  # [B, M, M]
+    correct = ((r[:, :, None] > r[:, None, :]) & pair_mask).sum((1, 2))  # [B]
+    rank_acc = correct / pair_mask.sum((1, 2)).clamp(min=1)
+    return {
+        "rewards/chosen": chosen.mean(),
+        "rewards/rejected": rejected.mean(),
+        "rewards/margins": (chosen - rejected).mean(),
+        "rewards/accuracies": acc.float().mean(),
+        "ranking/accuracy": rank_acc.float().mean(),
+    }
+
+
+class ListwiseTrainer(Trainer):
+    """``transformers.Trainer`` for list-wise losses.
+
+    The batch (from :class:`ListCollator`) holds B lists flattened to ``[B*M, T]``; one
+    policy forward gives the ``[B, M]`` log-probs; the reference log-probs come from
+    ``ref_model`` (frozen) or, for a peft model with ``ref_model=None``, from the same
+    model with its adapter disabled — both under ``torch.no_grad``.
+
+    Args:
+        loss: the registered loss module.
+        ref_model: frozen reference model, or ``None`` (LoRA base / no reference needed).
+        Other arguments as for ``transformers.Trainer``.
+    """
+
+    #: compute_loss returns a per-micro-batch mean; the Trainer divides by the GA steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, loss: ListwiseLoss, ref_model: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss
+        self.ref_model = ref_model
+        if ref_model is not None:
+            ref_model.eval()
+            for p in ref_model.parameters():
+                p.requires_grad_(False)
+            self.ref_model = ref_model.to(self.args.device)
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    # -- log-probs ---------------------------------------------------------------------------
+    def _reference_logps(self, model: Any, batch: dict[str, Tensor], prefix: str = "") -> Tensor | None:
+        if not self.loss_fn.needs_reference:
+            return None
+        with torch.no_grad():
+            if self.ref_model is not None:
+                return list_logps(self.ref_model, batch, prefix)[0]
+            base = self.accelerator.unwrap_model(model)
+            if not hasattr(base, "disable_adapter"):
+                raise UserError(f"{self.loss_fn.name} needs a reference model: pass ref_model, or train "
+                                "with LoRA (the base model with the adapter disabled is the reference)")
+            with base.disable_adapter():
+                return list_logps(base, batch, prefix)[0]
+
+    def build_list_logps(self, model: Any, batch: dict[str, Tensor]) -> ListLogps:
+        """One policy forward (with grad) + reference/mismatched passes (no grad) -> :class:`ListLogps`."""
+        policy, lengths = list_logps(model, batch)  # [B, M] each
+        lp = ListLogps(policy=policy, lengths=lengths, mask=batch["list_mask"], order=batch["order"],
+                       reference=self._reference_logps(model, batch), scores=batch.get("scores"),
+                       labels=batch["psi"], apdf=batch.get("apdf"))
+        if self.loss_fn.needs_mismatched:
+            if "mismatched_input_ids" not in batch:
+                raise UserError(f"{self.loss_fn.name} needs >= 2 lists per micro-batch")
+            with torch.no_grad():
+                lp.mismatched_policy = list_logps(self.accelerator.unwrap_model(model), batch, "mismatched_")[0]
+            lp.mismatched_reference = self._reference_logps(model, batch, "mismatched_")
+        return lp
+
+    # -- loss --------------------------------------------------------------------------------
+    def compute_loss(self, model: Any, inputs: dict[str, Tensor], return_outputs: bool = False,
+                     num_items_in_batch: Tensor | int | None = None) -> Tensor | tuple[Tensor, Any]:
+        lp = self.build_list_logps(model, inputs)
+        out = self.loss_fn(lp)
+        loss = out.loss.mean()  # mean over the B lists of this micro-batch
+        with torch.no_grad():
+            beta = getattr(self.args, "beta", 1.0)
+            rewards = beta * lp.ratio if lp.reference is not None else lp.avg
+            metrics = _pairwise_metrics(rewards.detach(), lp)
+            metrics["logps/chosen"] = lp.sorted(lp.policy.detach())[:, 0].mean()
+            metrics["logps/mean"] = (lp.policy.detach() * lp.mask).sum() / lp.mask.sum().clamp(min=1)
+            for key, value in out.metrics.items():
+                metrics[key] = value.detach().float().mean() if torch.is_tensor(value) else torch.tensor(value)
+            self._store(metrics, "train" if model.training else "eval")
+        return (loss, {"list_logps": lp}) if return_outputs else loss
+
+    def _store(self, metrics: dict[str, Tensor], mode: str) -> None:
+        keys = sorted(metrics)
+        values = torch.stack([metrics[k].to(self.args.device).float().reshape(()) for k in keys])
+        if self.accelerator.num_processes > 1:
+            values = self.accelerator.gather(values).view(-1, len(keys)).mean(0)
+        for k, v in zip(keys, values.tolist()):
+            self._metrics[mode][k].append(v)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        window = self._metrics[mode]
+        prefix = "eval_" if mode == "eval" else ""
+        for key, vals in window.items():
+            if vals:
+                logs[prefix + key] = sum(vals) / len(vals)
+        self._metrics[mode] = defaultdict(list)
+        super().log(logs, start_time)
+
+    def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[Tensor, None, None]:
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+# ---------------------------------------------------------------------- top level
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    output_dir: str
+    model: Any
+    tokenizer: Any
+    log: list[dict[str, Any]] = field(default_factory=list)
+    train_runtime_s: float = 0.0
+    truncation: dict[str, int] = field(default_factory=dict)
+
+
+def _apply_lora(model: Any, config: ListwiseConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    targets: Any = config.lora_target_modules.strip()
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def save_final(trainer: ListwiseTrainer, config: ListwiseConfig, tokenizer: Any) -> Any:
+    """Save weights (merged, full or adapter) + tokenizer into ``output_dir``; return the saved model.
+
+    Files are written into a temporary folder and moved into place only when complete.
+    """
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    merged = bool(config.use_lora and config.merge_lora and hasattr(model, "merge_and_unload"))
+    out = Path(config.output_dir or ".")
+    tmp = out / ".final.tmp"
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    trainer.accelerator.wait_for_everyone()
+    try:
+        if merged:
+            model = model.merge_and_unload()
+            if main:
+                model.save_pretrained(str(tmp), safe_serialization=True)
+        else:
+            trainer.save_model(str(tmp))  # every rank: FSDP / ZeRO-3 gather the weights; rank 0 writes
+        trainer.accelerator.wait_for_everyone()
+        if main:
+            tokenizer.save_pretrained(str(tmp))
+            for f in tmp.iterdir():
+                if f.name == "training_args.bin":  # a pickle; the JSON config below replaces it
+                    f.unlink()
+                    continue
+                os.replace(f, out / f.name)
+            (out / "rankalign_config.json").write_text(config.to_json_string(), encoding="utf-8")
+    finally:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return model
+
+
+def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
+          model: Any = None, tokenizer: Any = None, ref_model: Any = None,
+          eval_records: list[ListRecord] | None = None, resume_from_checkpoint: str | bool | None = None,
+          callbacks: list[Any] | None = None) -> TrainResult:
+    """Train a policy with a list-wise method.
+
+    Args:
+        config: the run's config (its ``data`` is read when ``records`` is None).
+        records: training lists (else read from ``config.data``).
+        model, tokenizer: an already loaded policy (tests, notebooks); default: load
+            ``config.model``.
+        ref_model: an already loaded reference model; default per ``config.ref_model``.
+        eval_records: evaluation lists (else ``config.eval_data`` when set).
+        resume_from_checkpoint: a checkpoint folder, or True for the latest in output_dir.
+        callbacks: extra ``TrainerCallback`` objects.
+    Returns:
+        :class:`TrainResult` with the trained (merged) model, its tokenizer and the per-step log.
+    Raises:
+        ConfigError / UserError: invalid config or data (raised before any model is loaded).
+    """
+    # 1. config + data, before any model
+    problems = config.problems()
+    if problems:
+        raise ConfigError(problems)
+    if records is None:
+        if not config.data:
+            raise ConfigError(["data: missing; pass --data FILE (or records to train())"])
+        records = load_data(config.data, config)
+    if eval_records is None and config.eval_data:
+        eval_records = load_data(config.eval_data, config, "eval_data")
+    validate_data(records, config)
+    if eval_records:
+        validate_data(eval_records, config, "eval_data")
+    records = ensure_dynamic_ranking(list(records), config)
+    if eval_records:
+        eval_records = ensure_dynamic_ranking(list(eval_records), config)
+    loss = build_loss(config.method or "", **config.loss_hparams())
+
+    # 2. models
+    from rankalign.training.models import load_model_and_tokenizer
+
+    if model is None:
+        model, loaded_tok = load_model_and_tokenizer(config.model, trust_remote_code=config.trust_remote_code,
+                                                     dtype=config.dtype)
+        tokenizer = tokenizer or loaded_tok
+    if tokenizer is None:
+        raise UserError("train(): a model was given without its tokenizer")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if loss.needs_reference and ref_model is None:
+        if config.ref_model:
+            ref_model, _ = load_model_and_tokenizer(config.ref_model, trust_remote_code=config.trust_remote_code,
+                                                    dtype=config.dtype)
+        elif not config.use_lora:
+            ref_model = copy.deepcopy(model)  # the initial policy, frozen
+    if config.use_lora:
+        model = _apply_lora(model, config)
+    if config.gradient_checkpointing:
+        model.config.use_cache = False
+
+    # 3. data -> tokens
+    stats = TruncationStats()
+    train_ds = ListDataset(encode_records(records, tokenizer, config, stats))
+    eval_ds = ListDataset(encode_records(eval_records, tokenizer, config, desc="tokenising eval")) \
+        if eval_records else None
+    print(stats.summary(), flush=True)
+    collator = ListCollator(tokenizer.pad_token_id, mismatched=loss.needs_mismatched)
+
+    log_path = Path(config.output_dir or ".") / TRAIN_LOG
+    header = {"type": "truncation", "method": config.method, "lists": len(train_ds), **stats.as_dict()}
+    trainer = ListwiseTrainer(
+        model=model, args=config, data_collator=collator, train_dataset=train_ds, eval_dataset=eval_ds,
+        processing_class=tokenizer, loss=loss, ref_model=ref_model,
+        callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])],
+    )
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    runtime = time.perf_counter() - t0
+    saved = save_final(trainer, config, tokenizer)
+    log: list[dict[str, Any]] = []
+    if log_path.exists():
+        log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return TrainResult(output_dir=str(config.output_dir), model=saved, tokenizer=tokenizer, log=log,
+                       train_runtime_s=runtime, truncation=stats.as_dict())

@@ -1,0 +1,127 @@
+"""Tokenisation, truncation, collation and log-probs (against naive per-sequence loops)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rankalign.training.logps import (
+    EncodedList,
+    ListCollator,
+    TruncationStats,
+    encode_list,
+    list_logps,
+    split_texts,
+    token_logps,
+    truncate,
+)
+from training_tiny import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on a shared CPU: one thread avoids oversubscription (5x faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+def test_truncate_cuts_prompt_left_then_response_right() -> None:
+    stats = TruncationStats()
+    p, r = truncate([1, 2, 3, 4, 5, 6], [7, 8, 9, 10], max_length=7, max_prompt_length=4, stats=stats)
+    assert p == [3, 4, 5, 6]  # the prompt keeps its end (next to the response)
+    assert r == [7, 8, 9]  # the response keeps its start
+    assert stats.as_dict() == {"sequences": 1, "prompts_cut": 1, "responses_cut": 1,
+                               "prompt_tokens_cut": 2, "response_tokens_cut": 1}
+
+
+@pytest.mark.parametrize("max_length", [2, 3, 5, 8, 30])
+@pytest.mark.parametrize("max_prompt", [1, 2, 4, 20])
+@pytest.mark.parametrize("plen,rlen", [(0, 1), (1, 1), (10, 1), (3, 12), (25, 25)])
+def test_truncation_never_empties_a_response(max_length: int, max_prompt: int, plen: int, rlen: int) -> None:
+    p, r = truncate(list(range(plen)), list(range(100, 100 + rlen)), max_length, max_prompt)
+    assert len(r) >= 1
+    assert len(p) + len(r) <= max_length
+    assert len(p) <= max_prompt
+    assert r == list(range(100, 100 + len(r)))  # a prefix of the response
+    assert p == list(range(plen - len(p), plen))  # a suffix of the prompt
+
+
+def test_encode_list_with_tiny_limits_keeps_every_response() -> None:
+    tok = tiny_tokenizer()
+    stats = TruncationStats()
+    prompts, resps, _ = encode_list(tok, "how to brew coffee ? " * 5, ["use hot water " * 10, "no"],
+                                    max_length=6, max_prompt_length=3, stats=stats)
+    assert all(len(r) >= 1 for r in resps)
+    assert all(len(p) + len(r) <= 6 for p, r in zip(prompts, resps))
+    assert stats.prompts_cut == 2 and stats.responses_cut == 1 and stats.sequences == 2
+
+
+def test_chat_template_and_plain_split() -> None:
+    tok = tiny_tokenizer()
+    head, tail = split_texts(tok, "can you help ?", "yes")
+    assert head == "<|user|> can you help ? <|end|> <|assistant|> "
+    assert tail == "yes <|end|> "
+    plain = tiny_tokenizer(chat=False)
+    assert split_texts(plain, "can you help ?", "yes") == ("can you help ?\n\n", "yes<eos>")
+
+
+def test_collator_exact_tensors() -> None:
+    items = [
+        EncodedList(prompt_ids=[[5, 6], [5, 6]], response_ids=[[7], [8, 9]], order=[1, 0], psi=[1.0, 2.0]),
+        EncodedList(prompt_ids=[[4], [4], [4]], response_ids=[[1], [2], [3]], order=[0, 2, 1], psi=[3.0, 1.0, 2.0],
+                    scores=[0.5, 0.1, 0.3]),
+    ]
+    batch = ListCollator(pad_token_id=0)(items)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [5, 6, 8, 9], [0, 0, 0, 0],
+                                           [4, 1, 0, 0], [4, 2, 0, 0], [4, 3, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0],
+                                                [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]]
+    assert batch["response_mask"].int().tolist() == [[0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0],
+                                                     [0, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0]]
+    assert batch["list_mask"].tolist() == [[True, True, False], [True, True, True]]
+    assert batch["order"].tolist() == [[1, 0, 2], [0, 2, 1]]
+    assert batch["psi"].tolist() == [[1.0, 2.0, 0.0], [3.0, 1.0, 2.0]]
+    assert "scores" not in batch  # only when every list has scores
+    assert "apdf" not in batch
+
+
+def test_token_logps_equals_log_softmax_gather() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(5, 7, 11)
+    targets = torch.randint(0, 11, (5, 7))
+    expected = torch.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)
+    torch.testing.assert_close(token_logps(logits, targets, chunk_rows=2), expected)
+
+
+def test_list_logps_matches_naive_per_sequence_loop() -> None:
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok)).eval()
+    lists = [("how to brew coffee ?", ["use hot water", "never use cold milk", "no"]),
+             ("what fund is best ?", ["try low fee fund", "the answer is yes"])]
+    items = []
+    for prompt, responses in lists:
+        p, r, _ = encode_list(tok, prompt, responses, max_length=64, max_prompt_length=32)
+        items.append(EncodedList(prompt_ids=p, response_ids=r, order=list(range(len(r))), psi=[0.0] * len(r)))
+    batch = ListCollator(tok.pad_token_id)(items)
+    with torch.no_grad():
+        got, lengths = list_logps(model, batch)
+    assert got.shape == (2, 3)
+    for b, it in enumerate(items):
+        for j in range(3):
+            if j >= len(it.response_ids):
+                assert got[b, j] == 0
+                continue
+            p, r = it.prompt_ids[j], it.response_ids[j]
+            ids = torch.tensor([p + r])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(ids).logits[0], -1)  # [T, V], unpadded sequence
+            naive = sum(logp[len(p) + k - 1, tok_id].item() for k, tok_id in enumerate(r))
+            assert lengths[b, j] == len(r)
+            assert got[b, j].item() == pytest.approx(naive, abs=1e-4)
