@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rankalign.commands.threads import quiet_openmp_threads
+
+    quiet_openmp_threads()  # before anything imports torch
     from rankalign.data.record import RecordError
     from rankalign.errors import UserError
 

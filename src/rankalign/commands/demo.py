@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rankalign.commands.threads import quiet_openmp_threads
 from rankalign.errors import ConfigError
 
 #: demo defaults (the command line shows them; run_demo takes the same values)
@@ -322,7 +321,6 @@ def demo_report(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    quiet_openmp_threads()
     from rankalign.evaluation.evaluate import parse_ks
 
     run_demo(args.output_dir, steps=args.steps, max_new_tokens=args.max_new_tokens, method=args.method,

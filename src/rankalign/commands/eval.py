@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rankalign.commands.threads import quiet_openmp_threads
 from rankalign.errors import UserError
 
 
@@ -136,5 +135,4 @@ def run_eval(args: argparse.Namespace, *, model: Any = None, tokenizer: Any = No
 
 
 def run(args: argparse.Namespace) -> int:
-    quiet_openmp_threads()
     return run_eval(args)

@@ -1,4 +1,4 @@
-"""CPU threading setting shared by the generation-heavy commands (``eval``, ``demo``)."""
+"""CPU threading setting applied by the CLI (``rankalign.cli.main``) before torch loads."""
 
 from __future__ import annotations
 
