@@ -414,3 +414,44 @@ def test_cli_end_to_end(tmp_path, capsys):
         "stats.csv", "stats.md", "stats.png", "summary.json", "test.jsonl", "train.jsonl"]
     rc = main(["data", "stackexchange", str(tmp_path / "nope.xml"), "--out", str(out)])
     assert rc == 2 and "no such dump" in capsys.readouterr().err
+
+
+def test_parallel_byte_ranges_give_the_same_build(tmp_path, monkeypatch):
+    """A plain Posts.xml parsed as byte ranges by 2 processes gives the single-stream build:
+    same records, counts (a duplicate Id across the ranges keeps its first row), malformed
+    row numbers, and the XML error of a truncated tail at the same line with the same rows_before."""
+    import rankalign.data.stackexchange as se
+
+    rows = []
+    for i in range(1, 41):
+        body = CODE_Q if i % 3 else INLINE_Q
+        rows += [q(i * 10, body, acc=i * 10 + 2), ans(i * 10 + 1, i * 10, "<p>one</p>", i % 4),
+                 ans(i * 10 + 2, i * 10, f"<p>two {i}</p>", 5)]
+    rows.insert(5, _row(Id=7, PostTypeId=1, Score=1))  # malformed (no CreationDate): row 6
+    rows.insert(100, _row(Id=8, PostTypeId=2, Score=1))  # malformed, in the second range: row 101
+    rows.insert(110, q(10, PLAIN_Q, acc=11))  # duplicate (second range) of the first question: dropped, counted
+    text = (BOM + '<?xml version="1.0" encoding="utf-8"?>\n<posts>\n' + "\n".join(rows) + "\n</posts>\n")
+    whole = tmp_path / "whole" / "Posts.xml"
+    whole.parent.mkdir()
+    whole.write_bytes(text.encode())
+    cut = tmp_path / "cut" / "Posts.xml"
+    cut.parent.mkdir()
+    cut.write_bytes(text.encode()[:-200])  # truncated inside the last rows
+    size = whole.stat().st_size
+    monkeypatch.setattr(se, "SPLIT_MIN_BYTES", size // 4)
+    ranges = se.plan_ranges(whole, 2)
+    assert ranges is not None and len(ranges) == 2 and ranges[1].prefix == b"<posts>"
+    assert text.encode()[ranges[1].start:ranges[1].start + 5] == b"<row "
+    for src in (whole, cut):
+        build_stacocoqa(src, tmp_path / f"one-{src.parent.name}", _opts(workers=1))
+        build_stacocoqa(src, tmp_path / f"two-{src.parent.name}", _opts(workers=2))
+        tr1, te1, s1 = outputs(tmp_path / f"one-{src.parent.name}")
+        tr2, te2, s2 = outputs(tmp_path / f"two-{src.parent.name}")
+        assert tr1 == tr2 and te1 == te2 and len(tr1) + len(te1) > 30
+        for s in (s1, s2):
+            s.pop("seconds")
+            s["options"].pop("workers")
+        assert s1 == s2
+        assert s1["rows"]["duplicate id"] == 1 and s1["rows"]["malformed row"] == 2
+        assert [e.split(" row ")[1].split(":")[0] for e in s1["examples"]] == ["6", "101"]
+    assert s1["parse_errors"] and s1["parse_errors"][0]["line"] > 100

@@ -147,9 +147,19 @@ def _validate_rows(
     return out
 
 
-def _iter_jsonl(path: Path, *, on_error: str, report: LoadReport) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8-sig") as fh:
+def iter_jsonl(path: Path, *, on_error: str, report: LoadReport) -> Iterator[tuple[str, Any]]:
+    """Yield ``(where, row)`` for each non-blank line of a JSON Lines file (a BOM is allowed).
+
+    An invalid line raises :class:`RecordError` (``on_error="raise"``) or is counted in
+    ``report`` as "invalid JSON". A progress bar shows on a terminal.
+    """
+    from tqdm.auto import tqdm
+
+    # disable=None: the bar shows only when stderr is a terminal
+    with open(path, encoding="utf-8-sig") as fh, tqdm(desc=f"reading {path.name}", unit=" lines",
+                                                      disable=None, leave=False) as bar:
         for lineno, line in enumerate(fh, 1):
+            bar.update(1)
             if not line.strip():
                 continue
             where = f"{path.name} line {lineno}"
@@ -194,7 +204,7 @@ def read_records(
                 return _validate_rows(((f"{p.name} item {i}", r) for i, r in enumerate(rows)),
                                       on_error=on_error, report=report)
         report = report if report is not None else LoadReport()
-        rows_iter = _iter_jsonl(p, on_error=on_error, report=report)
+        rows_iter = iter_jsonl(p, on_error=on_error, report=report)
         return _validate_rows(rows_iter, on_error=on_error, report=report)
     if suffix == ".parquet":
         import pyarrow.parquet as pq

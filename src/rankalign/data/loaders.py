@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rankalign.data.io import LoadReport, _arrow_row_to_dict, read_records
+from rankalign.data.io import LoadReport, _arrow_row_to_dict, iter_jsonl, read_records
 from rankalign.data.record import ListRecord, RecordError, parse_datetime
 from rankalign.errors import UserError
 
@@ -136,24 +136,7 @@ def iter_rows(source: Source, *, report: LoadReport, on_error: str = "skip") -> 
                 return
         elif suffix not in (".jsonl", ".jsonlines", ".ndjson"):
             raise ValueError(f"unsupported input {p.name!r}: use .jsonl, .json, .parquet or a datasets folder")
-        from tqdm.auto import tqdm
-
-        # progress on a terminal only (disable=None turns it off when stderr is not a TTY)
-        with open(p, encoding="utf-8-sig") as fh, tqdm(desc=f"reading {p.name}", unit=" lines",
-                                                       disable=None, leave=False) as bar:
-            for lineno, line in enumerate(fh, 1):
-                bar.update(1)
-                if not line.strip():
-                    continue
-                where = f"{p.name} line {lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    if on_error == "raise":
-                        raise RecordError(where, "<json>", f"invalid JSON: {exc}") from None
-                    report.skip("invalid JSON", f"{where}: {exc}")
-                    continue
-                yield where, row
+        yield from iter_jsonl(p, on_error=on_error, report=report)
         return
     from tqdm.auto import tqdm
 

@@ -2,17 +2,26 @@
 
 Pipeline, with memory bounded whatever the dump size:
 
-1. **Parse** (one process per file, ``--workers``): every ``Posts.xml`` (plain, ``.gz``,
+1. **Parse** (a process pool of ``--workers``): every ``Posts.xml`` (plain, ``.gz``,
    ``.bz2``, ``.zst``; ``.7z`` is first extracted into the work folder) is streamed with
-   ``lxml.etree.iterparse`` (elements cleared as we go) into Parquet chunks of
-   ``chunk_rows`` rows; ``Votes.xml`` is streamed to up (VoteTypeId 2) / down (3)
-   counts per post, one aggregated Parquet chunk per ``chunk_rows`` votes.
-2. **Join and filter** (DuckDB over the Parquet chunks, one process per site,
-   ``memory_limit`` set and spilling to the work folder): duplicate Ids keep their first
-   row; answers are joined to questions by ``ParentId``.
-3. **Convert and finish** (Python, streaming the DuckDB result ordered by question Id):
-   HTML to text (:mod:`rankalign.data.se_html`), token-length filters, the list-wise
-   :class:`~rankalign.data.record.ListRecord`.
+   ``lxml.etree.iterparse`` (elements cleared as we go) into uncompressed Parquet chunks
+   of at most ``chunk_rows`` rows / :data:`CHUNK_BODY_CHARS` characters of HTML (the work
+   folder needs about the dump's uncompressed size of free disk); ``Votes.xml`` is streamed
+   to up (VoteTypeId 2) / down (3) counts per post. A plain file of at least
+   ``workers`` x :data:`SPLIT_MIN_BYTES` is cut into ``workers`` byte ranges, each starting
+   at a ``<row`` and wrapped in the root element's tags (:func:`plan_ranges`), parsed in
+   parallel; row numbers, XML error lines and ``rows_before`` are the file's, and nothing
+   after the first XML error is kept, exactly as with one stream.
+2. **Join and filter** (DuckDB over the Parquet chunks, in the main process, ``workers``
+   threads, ``memory_limit`` = ``duckdb_memory`` (300MB default), spilling to the work
+   folder): duplicate Ids keep their first row; answers are joined to questions by
+   ``ParentId``; the cheap filters (accepted answer, code block, window, vote filter, pool
+   size, vote spread) run here, so only the surviving questions and their answers are read
+   with their bodies.
+3. **Convert and finish** (the surviving questions ordered by Id, in chunks of
+   :data:`CONVERT_QUESTIONS` questions spread over the process pool, results written in
+   order): HTML to text (:mod:`rankalign.data.se_html`), token-length filters, the
+   list-wise :class:`~rankalign.data.record.ListRecord`.
 4. **Sample and split**: a seeded fixed-size sample (``--sample``; the paper's 3K, 8K,
    18K, 29K, 64K) and a seeded 9:1 train/test split; ``train.jsonl``, ``test.jsonl``,
    ``summary.json``, ``stats.csv``, ``stats.md`` and ``stats.png`` are written to a
@@ -67,12 +76,14 @@ question without ``Title``/``Body``, an answer without ``ParentId``/``Body``),
 from __future__ import annotations
 
 import bz2
+import collections
 import contextlib
 import csv
 import gzip
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -150,7 +161,7 @@ class StackExchangeOptions:
     workers: int = 2
     strict: bool = False
     chunk_rows: int = 50_000
-    duckdb_memory: str = "512MB"
+    duckdb_memory: str = "300MB"
     work_dir: str | None = None
     progress: bool = True
 
@@ -299,9 +310,121 @@ def open_dump(path: Path, work_dir: Path) -> Iterator[IO[bytes]]:
 
 
 # ---------------------------------------------------------------------------- parsing
+#: a plain (uncompressed) dump file of at least this many bytes per worker is parsed as
+#: ``workers`` byte ranges in parallel (each range starts at a ``<row``).
+SPLIT_MIN_BYTES = 32 << 20
+#: a posts Parquet chunk is also cut when its bodies reach this many characters (bounds memory).
+CHUNK_BODY_CHARS = 16 << 20
+_ROOT_RE = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml(?P<decl>[^?]*)\?>)?\s*(?:<!--.*?-->\s*)*"
+                      rb"<(?P<root>[A-Za-z_][\w.\-]*)\s*>", re.S)
+_ROW_START = b"<row"
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """A part of a plain dump file parsed on its own: ``[start, end)`` wrapped in
+    ``prefix``/``suffix`` (the root element's tags) so that it is a complete document.
+
+    Attributes:
+        part: the range's index in the file (0 = the head, with the XML declaration).
+        start: first byte (a ``<row`` for every part but the first).
+        end: end byte (exclusive).
+        prefix: bytes fed before the range (``<posts>`` for parts > 0).
+        suffix: bytes fed after the range (``</posts>`` for all parts but the last).
+        col0: 0-based column of ``start`` within its line (to report the file's columns).
+    """
+
+    part: int
+    start: int
+    end: int
+    prefix: bytes = b""
+    suffix: bytes = b""
+    col0: int = 0
+
+
+def plan_ranges(path: Path, parts: int, min_bytes: int | None = None) -> list[ByteRange] | None:
+    """Split a plain-XML dump into up to ``parts`` byte ranges, each starting at a ``<row``.
+
+    ``None`` (parse the file as one stream) for compressed files, files smaller than
+    ``parts * min_bytes``, a declared encoding other than UTF-8, a DOCTYPE (entities), or a
+    head that does not look like ``<?xml ...?><root>`` followed by rows. A ``<row`` never
+    occurs inside an attribute value (XML escapes ``<``), so the ranges cut the file between rows.
+    """
+    min_bytes = SPLIT_MIN_BYTES if min_bytes is None else min_bytes
+    if parts < 2 or path.name.lower().endswith((".gz", ".bz2", ".zst", ".7z")):
+        return None
+    size = path.stat().st_size
+    if size < parts * min_bytes:
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+        m = _ROOT_RE.match(head)
+        if m is None or head.find(_ROW_START, m.end()) < 0:
+            return None
+        decl = (m.group("decl") or b"").lower().replace(b" ", b"")
+        if b"encoding=" in decl and not re.search(rb"encoding=[\"']utf-?8[\"']", decl):
+            return None
+        root = m.group("root")
+        starts: list[tuple[int, int]] = [(0, 0)]
+        for k in range(1, parts):
+            pos = k * size // parts
+            if pos <= starts[-1][0]:
+                continue
+            fh.seek(pos)
+            buf = fh.read(1 << 20)
+            i = buf.find(_ROW_START)
+            while i >= 0 and i + 4 < len(buf) and buf[i + 4:i + 5] not in (b" ", b"\t", b"\n", b"\r", b"/", b">"):
+                i = buf.find(_ROW_START, i + 1)
+            if i < 0 or i + 4 >= len(buf):
+                break
+            start = pos + i
+            back_from = max(0, start - 4096)
+            fh.seek(back_from)
+            back = fh.read(start - back_from)
+            starts.append((start, len(back) - (back.rfind(b"\n") + 1)))
+    if len(starts) < 2:
+        return None
+    ranges = []
+    for k, (start, col0) in enumerate(starts):
+        last = k == len(starts) - 1
+        ranges.append(ByteRange(k, start, size if last else starts[k + 1][0],
+                                b"<" + root + b">" if k else b"", b"" if last else b"</" + root + b">", col0))
+    return ranges
+
+
+class _RangeReader:
+    """A file-like ``read(size)`` over one :class:`ByteRange` (prefix, bytes, suffix) that
+    counts the file's newlines it passes (to turn a range's line numbers into the file's)."""
+
+    def __init__(self, fh: IO[bytes], rng: ByteRange) -> None:
+        self._fh = fh
+        fh.seek(rng.start)
+        self._left = rng.end - rng.start
+        self._head = rng.prefix
+        self._tail = rng.suffix
+        self.newlines = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            out, self._head = self._head, b""
+            return out
+        if self._left > 0:
+            b = self._fh.read(self._left if size is None or size < 0 else min(size, self._left))
+            self._left = self._left - len(b) if b else 0
+            if b:
+                self.newlines += b.count(b"\n")
+                return b
+        out, self._tail = self._tail, b""
+        return out
+
+
 @dataclass
 class ParseResult:
-    """What one parse job read: Parquet chunks, row counts, an XML error if any."""
+    """What one parse job read: Parquet chunks, row counts, an XML error if any.
+
+    A job reads a whole file or one :class:`ByteRange` of it; :func:`_merge_parts` joins the
+    parts of a file (row numbers, error lines and ``rows_before`` become the file's).
+    """
 
     site: str
     path: str
@@ -312,6 +435,9 @@ class ParseResult:
     examples: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None
     seconds: float = 0.0
+    part: int = 0
+    newlines: int = 0
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (row number in the part, problem)
 
 
 _POST_SCHEMA_FIELDS = (
@@ -319,6 +445,8 @@ _POST_SCHEMA_FIELDS = (
     ("accepted_answer_id", "int64"), ("created", "string"), ("score", "int64"),
     ("title", "string"), ("tags", "string"), ("body", "string"), ("has_code", "bool_"),
 )
+#: ``seq`` = part << _PART_SHIFT | row number in the part: file order, unique over the parts.
+_PART_SHIFT = 40
 
 
 def _post_schema() -> Any:
@@ -338,9 +466,20 @@ def _progress(total: int | None, desc: str, enabled: bool, position: int = 0, un
                 position=position, leave=False, mininterval=0.5, file=sys.stderr)
 
 
-def _iter_rows(fh: IO[bytes], result: ParseResult, path: Path) -> Iterator[Any]:
+@contextlib.contextmanager
+def _open_part(path: Path, work_dir: Path, rng: ByteRange | None) -> Iterator[Any]:
+    """The dump (``rng is None``) or one byte range of a plain dump, as a binary stream."""
+    if rng is None:
+        with open_dump(path, work_dir) as fh:
+            yield fh
+    else:
+        with open(path, "rb") as fh:
+            yield _RangeReader(fh, rng)
+
+
+def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None = None) -> Iterator[Any]:
     """Yield the ``<row>`` elements of a dump, clearing them behind; an XML error ends the
-    stream and is stored in ``result.error`` (line, column, message, rows read)."""
+    stream and is stored in ``result.error`` (line, column, message, rows read; of the part)."""
     from lxml import etree
 
     root = None
@@ -356,16 +495,22 @@ def _iter_rows(fh: IO[bytes], result: ParseResult, path: Path) -> Iterator[Any]:
                 root.clear()  # drop the cleared rows already parsed (memory stays flat)
     except etree.XMLSyntaxError as exc:
         line, column = exc.position if exc.position else (0, 0)
+        if rng is not None and rng.prefix and line == 1:
+            column = column - len(rng.prefix) + rng.col0
         result.error = {"file": str(path), "line": line, "column": column, "message": str(exc.msg or exc),
                         "rows_before": n}
+    if isinstance(fh, _RangeReader):
+        result.newlines = fh.newlines
 
 
 def parse_posts(
-    site: str, path: Path, out_dir: Path, *, chunk_rows: int = 50_000, progress: bool = False, position: int = 0
+    site: str, path: Path, out_dir: Path, *, chunk_rows: int = 50_000, progress: bool = False, position: int = 0,
+    byte_range: ByteRange | None = None,
 ) -> ParseResult:
-    """Stream a ``Posts.xml`` into Parquet chunks ``out_dir/posts-<site>-<k>.parquet``.
+    """Stream a ``Posts.xml`` (or one byte range of it) into Parquet chunks
+    ``out_dir/posts-<site>-<part>-<k>.parquet``.
 
-    Columns: ``seq`` (row number in the file), ``id``, ``post_type``, ``parent_id``,
+    Columns: ``seq`` (file order), ``id``, ``post_type``, ``parent_id``,
     ``accepted_answer_id``, ``created`` (as written), ``score``, ``title``, ``tags``,
     ``body`` (raw HTML; only kept for questions and answers) and ``has_code``.
     Malformed rows are counted and not written (see the module docstring).
@@ -374,7 +519,8 @@ def parse_posts(
     import pyarrow.parquet as pq
 
     t0 = time.perf_counter()
-    result = ParseResult(site, str(path), "posts")
+    part = byte_range.part if byte_range is not None else 0
+    result = ParseResult(site, str(path), "posts", part=part)
     schema = _post_schema()
     cols: dict[str, list[Any]] = {n: [] for n, _ in _POST_SCHEMA_FIELDS}
     seq = cols["seq"].append
@@ -390,27 +536,30 @@ def parse_posts(
     codes = cols["has_code"].append
     counts = result.counts
     fromiso = datetime.fromisoformat
+    base = part << _PART_SHIFT
+    body_chars = 0
 
     def flush() -> None:
         if not cols["id"]:
             return
-        chunk = out_dir / f"posts-{site}-{len(result.chunks):06d}.parquet"
-        pq.write_table(pa.table(cols, schema=schema), chunk)
+        chunk = out_dir / f"posts-{site}-{part:03d}-{len(result.chunks):06d}.parquet"
+        # uncompressed: the chunks are read once, and compressing costs ~20% of the parse
+        pq.write_table(pa.table(cols, schema=schema), chunk, compression="none")
         result.chunks.append(str(chunk))
         for v in cols.values():
             v.clear()
 
     def malformed(n: int, problem: str) -> None:
         counts["malformed row"] += 1
-        if len(result.examples) < 10:
-            result.examples.append(f"{path} row {n}: {problem}")
+        if len(result.bad_rows) < 10:
+            result.bad_rows.append((n, problem))
 
-    bar = _progress(None, f"{site} posts", progress, position)
+    bar = _progress(None, f"{site} posts" + (f" [{part}]" if byte_range else ""), progress, position)
     n = 0
-    with open_dump(path, out_dir) as fh:
-        for el in _iter_rows(fh, result, path):
+    with _open_part(path, out_dir, byte_range) as fh:
+        for el in _iter_rows(fh, result, path, byte_range):
             n += 1
-            if n % 8192 == 0:
+            if n & 8191 == 0:
                 bar.update(8192)
             a = el.attrib
             ptype_s = a.get("PostTypeId")
@@ -458,13 +607,15 @@ def parse_posts(
                     titles(None)
                     tags(None)
                     codes(False)
-                seq(n)
+                seq(base + n)
                 ids(pid)
                 created(cdate)
                 scores(score)
                 bodies(body)
-                if len(cols["id"]) >= chunk_rows:
+                body_chars += len(body)
+                if len(cols["id"]) >= chunk_rows or body_chars >= CHUNK_BODY_CHARS:
                     flush()
+                    body_chars = 0
             elif ptype_s is None or id_s is None:
                 malformed(n, f"Id={id_s!r}: no PostTypeId/Id attribute")
             else:
@@ -478,15 +629,18 @@ def parse_posts(
 
 
 def parse_votes(
-    site: str, path: Path, out_dir: Path, *, chunk_rows: int = 1_000_000, progress: bool = False, position: int = 0
+    site: str, path: Path, out_dir: Path, *, chunk_rows: int = 1_000_000, progress: bool = False, position: int = 0,
+    byte_range: ByteRange | None = None,
 ) -> ParseResult:
-    """Stream a ``Votes.xml`` to per-post up (VoteTypeId 2) and down (3) counts, in Parquet
-    chunks ``out_dir/votes-<site>-<k>.parquet`` (``post_id``, ``up``, ``down``; summed later)."""
+    """Stream a ``Votes.xml`` (or one byte range of it) to per-post up (VoteTypeId 2) and
+    down (3) counts, in Parquet chunks ``out_dir/votes-<site>-<part>-<k>.parquet``
+    (``post_id``, ``up``, ``down``; summed later)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     t0 = time.perf_counter()
-    result = ParseResult(site, str(path), "votes")
+    part = byte_range.part if byte_range is not None else 0
+    result = ParseResult(site, str(path), "votes", part=part)
     up: Counter = Counter()
     down: Counter = Counter()
 
@@ -496,18 +650,18 @@ def parse_votes(
             return
         table = pa.table({"post_id": pa.array(keys, pa.int64()), "up": pa.array([up[k] for k in keys], pa.int64()),
                           "down": pa.array([down[k] for k in keys], pa.int64())})
-        chunk = out_dir / f"votes-{site}-{len(result.chunks):06d}.parquet"
+        chunk = out_dir / f"votes-{site}-{part:03d}-{len(result.chunks):06d}.parquet"
         pq.write_table(table, chunk)
         result.chunks.append(str(chunk))
         up.clear()
         down.clear()
 
-    bar = _progress(None, f"{site} votes", progress, position)
+    bar = _progress(None, f"{site} votes" + (f" [{part}]" if byte_range else ""), progress, position)
     n = 0
-    with open_dump(path, out_dir) as fh:
-        for el in _iter_rows(fh, result, path):
+    with _open_part(path, out_dir, byte_range) as fh:
+        for el in _iter_rows(fh, result, path, byte_range):
             n += 1
-            if n % 8192 == 0:
+            if n & 8191 == 0:
                 bar.update(8192)
             vt = el.get("VoteTypeId")
             if vt == "2" or vt == "3":
@@ -528,11 +682,57 @@ def parse_votes(
     return result
 
 
-def _parse_job(args: tuple[str, str, str, str, int, bool, int]) -> ParseResult:
-    kind, site, path, out_dir, chunk_rows, progress, position = args
+def _parse_job(args: tuple[str, str, str, str, int, bool, int, ByteRange | None]) -> ParseResult:
+    kind, site, path, out_dir, chunk_rows, progress, position, rng = args
     fn = parse_posts if kind == "posts" else parse_votes
-    return fn(site, Path(path), Path(out_dir), chunk_rows=chunk_rows if kind == "posts" else max(chunk_rows * 20, 1),
-              progress=progress, position=position)
+    try:
+        return fn(site, Path(path), Path(out_dir),
+                  chunk_rows=chunk_rows if kind == "posts" else max(chunk_rows * 20, 1),
+                  progress=progress, position=position, byte_range=rng)
+    finally:
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Give freed heap memory back to the OS (glibc keeps it otherwise), so that a pool
+    worker does not hold the peak of its parse job while it converts HTML later."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _merge_parts(parts: list[ParseResult]) -> ParseResult:
+    """Join the results of a file's byte ranges (in file order) into the file's result.
+
+    Row numbers (in the malformed-row examples), the error's line and ``rows_before`` become
+    the file's. As with one stream, nothing after the first XML error is kept: the parts
+    after it are dropped.
+    """
+    parts = sorted(parts, key=lambda r: r.part)
+    first = parts[0]
+    out = ParseResult(first.site, first.path, first.kind)
+    lines = 0
+    for r in parts:
+        out.chunks.extend(r.chunks)
+        out.counts.update(r.counts)
+        out.seconds = max(out.seconds, r.seconds)
+        for n, problem in r.bad_rows:
+            if len(out.examples) < 10:
+                out.examples.append(f"{r.path} row {out.rows + n}: {problem}")
+        if r.error is not None:
+            e = r.error
+            line = e["line"] + lines
+            # libxml2 repeats the position in its message: make that one the file's too
+            message = re.sub(rf"line {e['line']}, column \d+$", f"line {line}, column {e['column']}", e["message"])
+            out.error = {**e, "line": line, "message": message, "rows_before": e["rows_before"] + out.rows}
+            out.rows += r.rows
+            break
+        out.rows += r.rows
+        lines += r.newlines
+    return out
 
 
 # ---------------------------------------------------------------------------- join + filters
@@ -592,22 +792,32 @@ def _ddl(con: Any, sql: str) -> None:
 
 def build_site(
     site: str, posts_chunks: list[str], votes_chunks: list[str], opts: StackExchangeOptions,
-    work_dir: Path, *, position: int = 0,
+    work_dir: Path, *, position: int = 0, pool: ProcessPoolExecutor | None = None,
 ) -> SiteResult:
     """Join answers to questions, apply the StaCoCoQA filters, convert and write the kept
-    records (one JSON object per line, ordered by question Id) to ``work_dir/kept-<site>.jsonl``."""
+    records (one JSON object per line, ordered by question Id) to ``work_dir/kept-<site>.jsonl``
+    (and, per record, ``[year, responses, tags]`` to ``kept-<site>.info`` for the statistics).
+
+    Only the questions that pass the cheap filters in DuckDB (and their vote-filtered
+    answers) reach the HTML conversion, in chunks of :data:`CONVERT_QUESTIONS` questions
+    spread over ``pool`` (in order; inline without a pool).
+    """
     import duckdb
 
     t0 = time.perf_counter()
     res = SiteResult(site, str(work_dir / f"kept-{site}.jsonl"))
-    count_tokens = _tokens_counter(opts.tokenizer)
+    info_path = Path(res.kept_path).with_suffix(".info")
+    if opts.tokenizer is not None and opts.tokenizer not in _TOKEN_COUNTERS:  # fail early on a bad tokenizer
+        _TOKEN_COUNTERS[opts.tokenizer] = _tokens_counter(opts.tokenizer)
     if not posts_chunks:
         Path(res.kept_path).write_text("")
+        info_path.write_text("")
         return res
     spill = Path(tempfile.mkdtemp(prefix="duckdb-", dir=work_dir))
     con = duckdb.connect(config={"memory_limit": opts.duckdb_memory, "temp_directory": str(spill),
                                  "threads": max(1, opts.workers), "preserve_insertion_order": False})
     try:
+        _ddl(con, f"SET enable_progress_bar = {'true' if opts.progress else 'false'}")
         _ddl(con, f"CREATE VIEW posts AS SELECT * FROM read_parquet({_sql_list(posts_chunks)})")
         # first row of each Id (duplicates counted)
         _ddl(con, "CREATE TEMP TABLE firsts AS SELECT id, min(seq) AS seq, count(*) AS n FROM posts GROUP BY id")
@@ -686,23 +896,38 @@ def build_site(
         res.answers_dropped["answer below min votes"] += n_below
         n_cand = int(con.execute("SELECT count(*) FROM qstat WHERE reason IS NULL").fetchall()[0][0])
         bar = _progress(n_cand, f"{site} convert", opts.progress, position, unit="q")
-        reader = con.sql(query).to_arrow_reader(4096)
+        reader = con.sql(query).to_arrow_reader(8192)
         final_years: dict[int, dict[int, int]] = {}
         res.tags["kept"] = Counter()
-        with open(res.kept_path, "w", encoding="utf-8") as out:
-            for group in _group_stream(reader):
-                rec = _finish_question(group, opts, count_tokens, res, has_votes=bool(votes_chunks), site=site)
-                bar.update(1)
-                if rec is None:
-                    continue
-                out.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
-                res.kept += 1
-                year = int(rec.meta["created"][:4])
+        has_votes = bool(votes_chunks)
+        pending: collections.deque[Any] = collections.deque()
+        max_pending = 2 * (pool._max_workers if pool is not None else 1)  # type: ignore[attr-defined]
+
+        def collect(done: ConvertResult) -> None:
+            out.write(done.jsonl)
+            info.write(done.info)
+            res.kept += done.kept
+            res.dropped.update(done.dropped)
+            res.answers_dropped.update(done.answers_dropped)
+            for year, n_resp, tags in done.stats:
                 row = final_years.setdefault(year, dict.fromkeys(POOL_SIZES, 0))
                 for k in POOL_SIZES:
-                    if rec.num_responses >= k:
+                    if n_resp >= k:
                         row[k] += 1
-                res.tags["kept"].update(rec.meta["tags"])
+                res.tags["kept"].update(tags)
+            bar.update(done.questions)
+
+        with open(res.kept_path, "w", encoding="utf-8") as out, open(info_path, "w", encoding="utf-8") as info:
+            for chunk in _question_chunks(reader):
+                job = (chunk, opts, has_votes, site)
+                if pool is None:
+                    collect(_convert_chunk(job))
+                    continue
+                pending.append(pool.submit(_convert_chunk, job))
+                while len(pending) >= max_pending:
+                    collect(pending.popleft().result())
+            while pending:
+                collect(pending.popleft().result())
         bar.close()
         res.pool_by_year["kept"] = final_years
     except duckdb.OutOfMemoryException as exc:
@@ -715,20 +940,76 @@ def build_site(
     return res
 
 
-def _group_stream(reader: Any) -> Iterator[list[dict[str, Any]]]:
-    """Group the ordered (question, answers...) stream by question id."""
-    group: list[dict[str, Any]] = []
+#: questions per conversion chunk (a chunk also ends at CONVERT_CHARS characters of HTML).
+CONVERT_QUESTIONS = 1000
+CONVERT_CHARS = 8 << 20
+_STREAM_COLS = ("qid", "kind", "id", "title", "tags", "body", "created", "score", "accepted_answer_id", "up", "down")
+
+
+def _question_chunks(reader: Any) -> Iterator[list[list[tuple[Any, ...]]]]:
+    """Group the ordered (question, answers...) stream by question id, in chunks of whole
+    questions (at most CONVERT_QUESTIONS questions or about CONVERT_CHARS characters)."""
+    chunk: list[list[tuple[Any, ...]]] = []
+    group: list[tuple[Any, ...]] = []
     current = None
+    chars = 0
     for batch in reader:
-        for row in batch.to_pylist():
-            if row["qid"] != current:
+        columns = [batch.column(name).to_pylist() for name in _STREAM_COLS]
+        for row in zip(*columns, strict=True):
+            if row[0] != current:
                 if group:
-                    yield group
+                    chunk.append(group)
+                    if len(chunk) >= CONVERT_QUESTIONS or chars >= CONVERT_CHARS:
+                        yield chunk
+                        chunk = []
+                        chars = 0
                 group = []
-                current = row["qid"]
+                current = row[0]
             group.append(row)
+            chars += len(row[5] or "")
     if group:
-        yield group
+        chunk.append(group)
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class ConvertResult:
+    """What one conversion chunk produced: JSON lines, per-record statistics, drop counts."""
+
+    jsonl: str
+    info: str
+    stats: list[tuple[int, int, list[str]]]
+    kept: int
+    questions: int
+    dropped: Counter
+    answers_dropped: Counter
+
+
+_TOKEN_COUNTERS: dict[str | None, Callable[[str], int]] = {}
+
+
+def _convert_chunk(args: tuple[list[list[tuple[Any, ...]]], StackExchangeOptions, bool, str]) -> ConvertResult:
+    """HTML to text, text filters and records for a chunk of candidate questions (runs in a worker)."""
+    chunk, opts, has_votes, site = args
+    count_tokens = _TOKEN_COUNTERS.get(opts.tokenizer)
+    if count_tokens is None:
+        count_tokens = _TOKEN_COUNTERS[opts.tokenizer] = _tokens_counter(opts.tokenizer)
+    counts = SiteResult(site, "")
+    lines: list[str] = []
+    info: list[str] = []
+    stats: list[tuple[int, int, list[str]]] = []
+    for group in chunk:
+        rows = [dict(zip(_STREAM_COLS, row, strict=True)) for row in group]
+        rec = _finish_question(rows, opts, count_tokens, counts, has_votes=has_votes, site=site)
+        if rec is None:
+            continue
+        lines.append(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+        entry = (int(rec.meta["created"][:4]), rec.num_responses, rec.meta["tags"])
+        stats.append(entry)
+        info.append(json.dumps(entry, ensure_ascii=False) + "\n")
+    return ConvertResult("".join(lines), "".join(info), stats, len(lines), len(chunk), counts.dropped,
+                         counts.answers_dropped)
 
 
 def _finish_question(
@@ -785,11 +1066,6 @@ def _finish_question(
         meta["up"] = q["up"]
         meta["down"] = q["down"]
     return ListRecord(id=str(q["id"]), prompt=prompt, responses=responses, meta=meta)
-
-
-def _site_job(args: tuple[str, list[str], list[str], StackExchangeOptions, str, int]) -> SiteResult:
-    site, posts_chunks, votes_chunks, opts, work_dir, position = args
-    return build_site(site, posts_chunks, votes_chunks, opts, Path(work_dir), position=position)
 
 
 # ---------------------------------------------------------------------------- the whole build
@@ -869,11 +1145,20 @@ def build_stacocoqa(
     with tempfile.TemporaryDirectory(prefix="rankalign-se-", dir=opts.work_dir) as tmp, \
             _pool(opts.workers, len(sites)) as pool:
         jobs = []
+        files = []
         for s in sites:
-            jobs.append(("posts", s.name, str(s.posts), tmp, opts.chunk_rows, opts.progress, len(jobs)))
-            if s.votes is not None:
-                jobs.append(("votes", s.name, str(s.votes), tmp, opts.chunk_rows, opts.progress, len(jobs)))
-        parsed = _map(pool, _parse_job, jobs)
+            for kind, fpath in (("posts", s.posts), ("votes", s.votes)):
+                if fpath is None:
+                    continue
+                ranges = plan_ranges(fpath, opts.workers) or [None]
+                files.append(len(ranges))
+                for rng in ranges:
+                    jobs.append((kind, s.name, str(fpath), tmp, opts.chunk_rows, opts.progress, len(jobs), rng))
+        part_results = _map(pool, _parse_job, jobs)
+        parsed = []
+        for n_parts in files:
+            parsed.append(_merge_parts(part_results[:n_parts]))
+            part_results = part_results[n_parts:]
         t_parse = time.perf_counter() - t0
         errors = [r.error for r in parsed if r.error is not None]
         for r in parsed:
@@ -887,12 +1172,11 @@ def build_stacocoqa(
         for e in errors:
             print(f"warning: XML error in {e['file']} at line {e['line']}, column {e['column']}: {e['message']}; "
                   f"kept the {e['rows_before']} rows before it", file=sys.stderr)
-        site_jobs = []
-        for i, s in enumerate(sites):
+        built = []
+        for s in sites:  # DuckDB uses `workers` threads; the HTML conversion runs in the pool
             pc = [c for r in parsed if r.site == s.name and r.kind == "posts" for c in r.chunks]
             vc = [c for r in parsed if r.site == s.name and r.kind == "votes" for c in r.chunks]
-            site_jobs.append((s.name, pc, vc, opts, tmp, i))
-        built = _map(pool, _site_job, site_jobs)
+            built.append(build_site(s.name, pc, vc, opts, Path(tmp), pool=pool))
         t_join = time.perf_counter() - t0 - t_parse
         seconds = {"parse": round(t_parse, 3), "join_convert": round(t_join, 3),
                    "total": round(time.perf_counter() - t0, 3)}
@@ -901,7 +1185,7 @@ def build_stacocoqa(
 
 @contextlib.contextmanager
 def _pool(workers: int, n_sites: int) -> Iterator[ProcessPoolExecutor | None]:
-    """One process pool for the parse and join stages (``None``: run inline)."""
+    """One process pool for the parse and HTML-conversion stages (``None``: run inline)."""
     if workers <= 1:
         yield None
         return
@@ -945,14 +1229,15 @@ def _finish(
         with open(staging / "train.jsonl", "w", encoding="utf-8") as ftr, \
                 open(staging / "test.jsonl", "w", encoding="utf-8") as fte:
             for b in built:
-                with open(b.kept_path, encoding="utf-8") as fh:
-                    for line in fh:
+                with open(b.kept_path, encoding="utf-8") as fh, \
+                        open(Path(b.kept_path).with_suffix(".info"), encoding="utf-8") as finfo:
+                    for line, info in zip(fh, finfo, strict=True):
                         where = assign[idx]
                         idx += 1
                         if not where:
                             continue
-                        d = json.loads(line)
                         if multi:
+                            d = json.loads(line)
                             d["id"] = f"{b.site}/{d['id']}"
                             line = json.dumps(d, ensure_ascii=False) + "\n"
                         (ftr if where == 1 else fte).write(line)
@@ -960,12 +1245,12 @@ def _finish(
                             n_train += 1
                         else:
                             n_test_w += 1
-                        year = int(d["meta"]["created"][:4])
+                        year, n_resp, rec_tags = json.loads(info)
                         row = out_years.setdefault(year, dict.fromkeys(POOL_SIZES, 0))
                         for k in POOL_SIZES:
-                            if len(d["responses"]) >= k:
+                            if n_resp >= k:
                                 row[k] += 1
-                        out_tags.update(d["meta"]["tags"])
+                        out_tags.update(rec_tags)
         rows: Counter = Counter()
         examples: list[str] = []
         for r in parsed:
