@@ -63,6 +63,26 @@ def write_jsonl(path: Path, rows: list, raw_lines: list[str] | None = None) -> P
     return path
 
 
+def test_rank_compares_with_the_community_order_without_gold(tmp_path, capsys, fake_embedder) -> None:
+    """No gold ranking, but votes/accepted: the summary scores against the community order.
+
+    Community order of ``record``: accepted answer 0 first, then by votes 2 (30), 1 (-1).
+    """
+    from rankalign.ranking.rank import ranking_agreement
+
+    src = write_jsonl(tmp_path / "in.jsonl", [record("a", ranking=None), record("b", ranking=None)])
+    out = tmp_path / "out.jsonl"
+    assert main(["rank", str(src), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "community order (accepted first, then votes) in 2 list(s)" in text
+    recs = read_records(out)
+    assert recs[0].community_order() == [0, 2, 1]
+    exact = ranking_agreement(recs, orders=[[0, 2, 1]] * 2, gold=[r.community_order() for r in recs])
+    assert exact["kendall_tau"] == pytest.approx(1.0) and exact["top1_hit"] == 1.0
+    reverse = ranking_agreement(recs, orders=[[1, 2, 0]] * 2, gold=[r.community_order() for r in recs])
+    assert reverse["kendall_tau"] == pytest.approx(-1.0) and reverse["top1_hit"] == 0.0
+
+
 def test_rank_writes_rankings_and_prints_agreement(tmp_path, capsys, fake_embedder) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [record("a"), record("b", ranking=[0, 2, 1]), record("c", ranking=None)])
     out = tmp_path / "out.jsonl"

@@ -126,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.input}: no valid records to rank ({report.summary()})")
 
     has_gold = any(r.ranking is not None for r in records)
+    # without a gold ranking, community data (votes / accepted) is compared with its own order
+    has_community = not has_gold and any(
+        "votes" in resp.attributes or "accepted" in resp.attributes for r in records for resp in r.responses)
     phi = None
     if config.uses_semantic or has_gold:  # the semantic-only baseline needs phi too
         phi = compute_phi(records, config.embedding_model, cache_dir=args.cache_dir,
@@ -139,13 +142,19 @@ def run(args: argparse.Namespace) -> int:
           f"{'+'.join(config.attributes)} in {elapsed:.2f} s; wrote {args.out}")
     if report.total_skipped:
         print(f"input: {report.summary()}")
-    if has_gold and phi is not None:
+    if has_gold or has_community:
         from rankalign.ranking.apdf import arank_from_scores
 
-        dyn = ranking_agreement(ranked)
-        sem_orders = [[int(x) for x in arank_from_scores(p)] for p in phi]
-        sem = ranking_agreement(ranked, sem_orders)
-        print(f"gold rankings in {dyn['with_gold']} list(s):")
-        for label, res in (("dynamic ranking", dyn), ("semantic only  ", sem)):
-            print(f"  {label}: Kendall tau {res['kendall_tau']:+.3f}, top-1 hit {res['top1_hit']:.3f}")
+        gold = None if has_gold else [r.community_order() for r in ranked]
+        rows = [("dynamic ranking", ranking_agreement(ranked, gold=gold))]
+        if phi is not None:  # the semantic-only baseline, when the embeddings are at hand
+            sem_orders = [[int(x) for x in arank_from_scores(p)] for p in phi]
+            rows.append(("semantic only  ", ranking_agreement(ranked, sem_orders, gold=gold)))
+        what = "gold rankings" if has_gold else "community order (accepted first, then votes)"
+        print(f"agreement with the {what} in {rows[0][1]['with_gold']} list(s):")
+        for label, res in rows:
+            tau, hit = res["kendall_tau"], res["top1_hit"]
+            tau_text = "n/a" if tau is None else f"{tau:+.3f}"
+            hit_text = "n/a" if hit is None else f"{hit:.3f}"
+            print(f"  {label}: Kendall tau {tau_text}, top-1 hit {hit_text}")
     return 0

@@ -254,7 +254,9 @@ def _positions(order: Sequence[int]) -> np.ndarray:
 
 
 def ranking_agreement(
-    records: Sequence[ListRecord], orders: Sequence[Sequence[int] | None] | None = None
+    records: Sequence[ListRecord],
+    orders: Sequence[Sequence[int] | None] | None = None,
+    gold: Sequence[Sequence[int] | None] | None = None,
 ) -> dict[str, Any]:
     """Agreement of predicted orders with the gold ``ranking`` (lists without gold are not counted).
 
@@ -264,6 +266,7 @@ def ranking_agreement(
     Args:
         records: records; those with ``ranking`` are scored.
         orders: one predicted order per record (best first); default each record's ``dynamic_ranking``.
+        gold: one reference order per record; default each record's ``ranking``.
     Returns:
         ``{"lists", "with_gold", "scored", "kendall_tau", "top1_hit"}``; the two means are
         ``None`` when no list could be scored.
@@ -272,12 +275,15 @@ def ranking_agreement(
 
     if orders is not None and len(orders) != len(records):
         raise ValueError(f"{len(orders)} orders for {len(records)} records")
+    if gold is not None and len(gold) != len(records):
+        raise ValueError(f"{len(gold)} gold orders for {len(records)} records")
     taus: list[float] = []
     hits: list[float] = []
     with_gold = 0
     for k, rec in enumerate(records):
         pred = orders[k] if orders is not None else rec.dynamic_ranking
-        if rec.ranking is None:
+        ref = gold[k] if gold is not None else rec.ranking
+        if ref is None:
             continue
         with_gold += 1
         if pred is None:
@@ -285,10 +291,10 @@ def ranking_agreement(
         pred = [int(x) for x in pred]
         if sorted(pred) != list(range(rec.num_responses)):
             raise ValueError(f"record id={rec.id!r}: predicted order {pred} is not a permutation")
-        tau = kendalltau(_positions(pred), _positions(rec.ranking)).statistic
+        tau = kendalltau(_positions(pred), _positions(ref)).statistic
         if not math.isnan(tau):
             taus.append(float(tau))
-        hits.append(1.0 if pred[0] == rec.ranking[0] else 0.0)
+        hits.append(1.0 if pred[0] == ref[0] else 0.0)
     return {
         "lists": len(records),
         "with_gold": with_gold,
