@@ -8,28 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fakes import LetterEncoder
 from rankalign.cli import main
 from rankalign.data.io import read_records
 from rankalign.ranking import embeddings as emb_mod
 
 
-class FakeEncoder:
+class FakeEncoder(LetterEncoder):
     """Letter-count embedding; stands in for MiniLM so the CLI tests stay fast."""
 
-    model_id = "fake-cli"
-
     def __init__(self) -> None:
-        self.calls = 0
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        self.calls += 1
-        out = np.zeros((len(texts), 27), dtype=np.float32)
-        for k, t in enumerate(texts):
-            for ch in t.lower():
-                if "a" <= ch <= "z":
-                    out[k, ord(ch) - 97] += 1
-            out[k, 26] = 1.0
-        return out
+        super().__init__("fake-cli")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from fakes import LetterEncoder
 from rankalign.data.record import ListRecord, RecordError
 from rankalign.errors import ConfigError, UserError
 from rankalign.ranking import embeddings as emb_mod
@@ -27,25 +28,7 @@ from rankalign.ranking.embeddings import (
 )
 from rankalign.ranking.rank import RankingConfig, compute_phi, rank_records, rankable, ranking_agreement
 
-
-class FakeEncoder:
-    """Deterministic letter-count embedding (27-d: a..z plus a constant); counts what it encodes."""
-
-    def __init__(self, model_id: str = "fake-letters") -> None:
-        self.model_id = model_id
-        self.calls = 0
-        self.texts_seen: list[str] = []
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        self.calls += 1
-        self.texts_seen.extend(texts)
-        out = np.zeros((len(texts), 27), dtype=np.float32)
-        for k, t in enumerate(texts):
-            for ch in t.lower():
-                if "a" <= ch <= "z":
-                    out[k, ord(ch) - 97] += 1
-            out[k, 26] = 1.0
-        return out
+FakeEncoder = LetterEncoder
 
 
 class ExplodingEncoder:

@@ -26,13 +26,7 @@ FAST = {"use_cpu": True, "report_to": "none", "disable_tqdm": True, "save_strate
         "max_length": 48, "max_prompt_length": 24, "seed": 0, "logging_steps": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU: one thread avoids oversubscription (5x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
