@@ -96,7 +96,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from rankalign.data.record import ListRecord, Response, parse_datetime
+from rankalign.data.record import ListRecord, parse_datetime
 from rankalign.data.se_html import has_code_block, html_to_text
 from rankalign.errors import ConfigError, UserError
 
@@ -700,6 +700,8 @@ def _release_memory() -> None:
     import gc
 
     gc.collect()
+    if "pyarrow" in sys.modules:  # Arrow's own allocator (mimalloc) keeps freed pages too
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
@@ -990,7 +992,13 @@ _TOKEN_COUNTERS: dict[str | None, Callable[[str], int]] = {}
 
 
 def _convert_chunk(args: tuple[list[list[tuple[Any, ...]]], StackExchangeOptions, bool, str]) -> ConvertResult:
-    """HTML to text, text filters and records for a chunk of candidate questions (runs in a worker)."""
+    """HTML to text, text filters and records for a chunk of candidate questions (runs in a worker).
+
+    The JSON lines are written straight from dicts in :meth:`ListRecord.to_dict`'s shape;
+    every field is valid by construction (ints from Arrow, dates checked while parsing,
+    non-empty stripped texts, at least ``min_answers`` >= 2 responses), and the chunk's first
+    record is still re-read with :meth:`ListRecord.from_dict` as a guard against drift.
+    """
     chunk, opts, has_votes, site = args
     count_tokens = _TOKEN_COUNTERS.get(opts.tokenizer)
     if count_tokens is None:
@@ -999,47 +1007,51 @@ def _convert_chunk(args: tuple[list[list[tuple[Any, ...]]], StackExchangeOptions
     lines: list[str] = []
     info: list[str] = []
     stats: list[tuple[int, int, list[str]]] = []
+    dumps = json.dumps
     for group in chunk:
-        rows = [dict(zip(_STREAM_COLS, row, strict=True)) for row in group]
-        rec = _finish_question(rows, opts, count_tokens, counts, has_votes=has_votes, site=site)
+        rec = _finish_question(group, opts, count_tokens, counts, has_votes=has_votes, site=site)
         if rec is None:
             continue
-        lines.append(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
-        entry = (int(rec.meta["created"][:4]), rec.num_responses, rec.meta["tags"])
+        if not lines:
+            ListRecord.from_dict(rec, where=f"site {site} question {rec['id']}")
+        lines.append(dumps(rec, ensure_ascii=False) + "\n")
+        meta = rec["meta"]
+        entry = (int(meta["created"][:4]), len(rec["responses"]), meta["tags"])
         stats.append(entry)
-        info.append(json.dumps(entry, ensure_ascii=False) + "\n")
+        info.append(dumps(entry, ensure_ascii=False) + "\n")
     return ConvertResult("".join(lines), "".join(info), stats, len(lines), len(chunk), counts.dropped,
                          counts.answers_dropped)
 
 
 def _finish_question(
-    group: list[dict[str, Any]], opts: StackExchangeOptions, count_tokens: Callable[[str], int],
+    group: list[tuple[Any, ...]], opts: StackExchangeOptions, count_tokens: Callable[[str], int],
     res: SiteResult, *, has_votes: bool, site: str,
-) -> ListRecord | None:
-    """Convert one candidate question and its (vote-filtered) answers; apply the text filters."""
-    q = group[0]
-    acc_id = q["accepted_answer_id"]
-    title = (q["title"] or "").strip()
-    question_text = html_to_text(q["body"])
-    responses: list[Response] = []
+) -> dict[str, Any] | None:
+    """Convert one candidate question and its (vote-filtered) answers (rows in
+    :data:`_STREAM_COLS` order); apply the text filters; the record's JSON form or ``None``."""
+    _qid, _kind, q_id, q_title, q_tags, q_body, q_created, q_score, acc_id, q_up, q_down = group[0]
+    title = (q_title or "").strip()
+    question_text = html_to_text(q_body)
+    responses: list[dict[str, Any]] = []
     acc_dropped = False
-    for a in group[1:]:
-        text = html_to_text(a["body"])
+    max_answer_tokens = opts.max_answer_tokens
+    for _q, _k, a_id, _t, _g, a_body, a_created, a_score, _acc, a_up, a_down in group[1:]:
+        text = html_to_text(a_body)
         reason = None
         if not text:
             reason = "empty answer body"
-        elif opts.max_answer_tokens is not None and count_tokens(text) > opts.max_answer_tokens:
+        elif max_answer_tokens is not None and count_tokens(text) > max_answer_tokens:
             reason = "answer too long"
         if reason is not None:
             res.answers_dropped[reason] += 1
-            acc_dropped = acc_dropped or a["id"] == acc_id
+            acc_dropped = acc_dropped or a_id == acc_id
             continue
-        attrs: dict[str, Any] = {"votes": a["score"], "created": a["created"], "accepted": a["id"] == acc_id,
-                                 "post_id": str(a["id"])}
+        attrs: dict[str, Any] = {"votes": a_score, "created": a_created, "accepted": a_id == acc_id,
+                                 "post_id": str(a_id)}
         if has_votes:
-            attrs["up"] = a["up"]
-            attrs["down"] = a["down"]
-        responses.append(Response(text=text, attributes=attrs))
+            attrs["up"] = a_up
+            attrs["down"] = a_down
+        responses.append({"text": text, "attributes": attrs})
     reason = None
     if acc_dropped:
         reason = "accepted answer filtered"
@@ -1048,7 +1060,7 @@ def _finish_question(
     elif opts.max_answers is not None and len(responses) > opts.max_answers:
         reason = "pool too large"
     elif opts.min_vote_spread is not None and (
-            max(r.attributes["votes"] for r in responses) - min(r.attributes["votes"] for r in responses)
+            max(r["attributes"]["votes"] for r in responses) - min(r["attributes"]["votes"] for r in responses)
             < opts.min_vote_spread):
         reason = "vote spread too small"
     elif not question_text:
@@ -1059,13 +1071,13 @@ def _finish_question(
     if reason is not None:
         res.dropped[reason] += 1
         return None
-    meta = {"title": title, "tags": _split_tags(q["tags"]), "accepted_answer_id": str(acc_id),
-            "created": q["created"], "score": q["score"], "site": site, "source": "stackexchange",
-            "question_id": str(q["id"])}
+    meta = {"title": title, "tags": _split_tags(q_tags), "accepted_answer_id": str(acc_id),
+            "created": q_created, "score": q_score, "site": site, "source": "stackexchange",
+            "question_id": str(q_id)}
     if has_votes:
-        meta["up"] = q["up"]
-        meta["down"] = q["down"]
-    return ListRecord(id=str(q["id"]), prompt=prompt, responses=responses, meta=meta)
+        meta["up"] = q_up
+        meta["down"] = q_down
+    return {"id": str(q_id), "prompt": prompt, "responses": responses, "meta": meta}
 
 
 # ---------------------------------------------------------------------------- the whole build
