@@ -258,6 +258,18 @@ def test_ultrafeedback_message_lists_and_raw_completions(tmp_path: Path) -> None
     assert fine == [] and r2.skipped == Counter({"missing completions": 1})  # m4 has no fine-grained score
 
 
+def test_ultrafeedback_non_finite_ratings_are_left_out() -> None:
+    """float() parses "nan"/"inf"; such a rating must not become a NaN attribute."""
+    raw = {"instruction": "Name a prime.", "completions": [
+        {"response": "7", "overall_score": 9, "annotations": {"honesty": {"Rating": "nan"},
+                                                              "helpfulness": {"Rating": "4"}}},
+        {"response": "4", "overall_score": 2, "annotations": {"honesty": {"Rating": "inf"}}},
+    ]}
+    (rec,) = load_ultrafeedback([raw])
+    assert rec.responses[0].attributes == {"overall_score": 9.0, "rating_helpfulness": 4.0}
+    assert rec.responses[1].attributes == {"overall_score": 2.0}
+
+
 # ------------------------------------------------------------------------------------ H4 stack exchange
 SE_ROWS = [
     {"qid": 101, "question": "<p>How do I reverse a list &amp; keep it?</p><pre><code>xs = [1, 2]\n</code></pre>",

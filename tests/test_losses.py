@@ -360,6 +360,8 @@ def test_names_are_case_and_dash_insensitive() -> None:
     ("seadpra", {"weight_eps": 0.0}, "weight_eps must be > 0"),
     ("slic", {"slic_lambda": -0.1}, "slic_lambda must be >= 0"),
     ("kto", {"kto_lambda_u": -1}, "kto_lambda_u must be >= 0"),
+    ("pro", {"pro_use_scores": "false"}, r"pro_use_scores must be true or false \(got 'false'\)"),
+    ("rrhf", {"rrhf_length_penalty": float("nan")}, "rrhf_length_penalty must be a finite number"),
 ])
 def test_bad_hyper_parameters_are_refused(name: str, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -138,6 +138,15 @@ def test_bad_records_exit_2_naming_record_and_field(tmp_path, capsys, fake_embed
     assert not list(tmp_path.glob(".out.jsonl*"))
 
 
+def test_non_utf8_input_exit_2_naming_the_line(tmp_path, capsys, fake_embedder) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes('{"id": "a", "prompt": "caf\xe9", "responses": ["x", "y"]}\n'.encode("latin-1"))
+    assert main(["rank", str(src), "--out", str(tmp_path / "o.jsonl"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "in.jsonl line 1: field '<json>'" in err and "utf-8" in err, err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_unknown_attribute_exit_2_lists_known(tmp_path, capsys, fake_embedder) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [record("a")])
     assert main(["rank", str(src), "--out", str(tmp_path / "o.jsonl"), "--attributes", "semantic,popularty"]) == 2

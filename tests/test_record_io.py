@@ -52,6 +52,10 @@ def _rec(**kw: Any) -> dict[str, Any]:
         ({"scores": [1.0, 2.0]}, "scores", r"needs one score per response \(3\)"),
         ({"scores": [1.0, "x", 2.0]}, "scores[1]", r"must be a finite number, got 'x'"),
         ({"apdf": [[0, 1], [1, 0]]}, "apdf", r"must be an 3x3 matrix"),
+        ({"apdf": [[0, 1, 2], [1, 0, float("nan")], [2, float("nan"), 0]]}, "apdf", r"3x3 matrix of finite"),
+        ({"apdf": [[0, 1, 2], [1, 0, float("inf")], [2, 1, 0]]}, "apdf", r"3x3 matrix of finite"),
+        ({"responses": ["a", {"text": "b", "attributes": {"accepted": "false"}}]},
+         "responses[1].attributes.accepted", r"must be true or false, got 'false'"),
         ({"meta": "tags"}, "meta", r"must be an object"),
     ],
 )
@@ -227,3 +231,71 @@ def test_write_records_unserialisable_leaves_old_file(tmp_path: Path) -> None:
         write_records([*_records(), bad], target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_written_files_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
+    """mkstemp makes 0600 files; outputs must be readable like any file open() creates."""
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        for name in ("a.jsonl", "a.parquet"):
+            write_records(_records(), tmp_path / name)
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+        (tmp_path / "a.jsonl").chmod(0o640)  # replacing a file keeps its mode
+        write_records(_records(), tmp_path / "a.jsonl")
+        assert stat.S_IMODE((tmp_path / "a.jsonl").stat().st_mode) == 0o640
+    finally:
+        os.umask(mask)
+
+
+def test_undecodable_input_names_file_and_line(tmp_path: Path) -> None:
+    good = json.dumps(_records()[0].to_dict())
+    (tmp_path / "bad.json").write_text("[" + good + ",", encoding="utf-8")
+    with pytest.raises(RecordError, match=r"bad\.json: field '<json>': invalid JSON array"):
+        read_records(tmp_path / "bad.json")
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(good.encode() + b"\n" + '{"id": "c", "prompt": "caf\xe9"}'.encode("latin-1") + b"\n")
+    with pytest.raises(RecordError, match=r"latin\.jsonl line 2: field '<json>'.*utf-8"):
+        read_records(path)
+    report = LoadReport()
+    assert [r.id for r in read_records(path, on_error="skip", report=report)] == ["a"]
+    assert report.skipped == Counter({"invalid JSON": 1})
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + good.encode() + b"\n")
+    assert [r.id for r in read_records(tmp_path / "bom.jsonl")] == ["a"]
+
+
+def test_arrow_rows_with_undecodable_attributes_are_record_errors(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": "a", "prompt": "q", "responses": [{"text": "x", "attributes": "{bad"},
+                                                     {"text": "y", "attributes": "{}"}], "meta": "{}"},
+            {"id": "b", "prompt": "q", "responses": [{"text": "x", "attributes": "{}"},
+                                                     {"text": "y", "attributes": "{}"}], "meta": "{"}]
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(RecordError, match=r"bad\.parquet row 0: field 'responses\[0\]\.attributes': not valid JSON"):
+        read_records(path)
+    report = LoadReport()
+    assert read_records(path, on_error="skip", report=report) == []
+    assert report.skipped == Counter({"invalid responses": 1, "invalid meta": 1})
+
+
+def test_datasets_folder_output_replaces_only_a_saved_dataset(tmp_path: Path) -> None:
+    recs = _records()
+    out = tmp_path / "ds"
+    write_records(recs[:1], out)
+    write_records(recs, out)  # an earlier output is replaced
+    assert read_records(out) == recs
+    foreign = tmp_path / "project"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me", encoding="utf-8")
+    (tmp_path / "plain").write_text("keep me too", encoding="utf-8")
+    for target in (foreign, tmp_path / "plain"):
+        with pytest.raises(ValueError, match="exists and is not a saved datasets folder"):
+            write_records(recs, target)
+    assert (foreign / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    assert (tmp_path / "plain").read_text(encoding="utf-8") == "keep me too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "plain", "project"]

@@ -66,14 +66,17 @@ def register(subparsers: Any) -> None:
 def _is_oasst1(path: Path) -> bool:
     if path.is_dir() or path.suffix.lower() != ".jsonl":
         return False
-    with open(path, encoding="utf-8-sig") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(row, dict) and "message_tree_id" in row and "responses" not in row
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        return False
+                    return isinstance(row, dict) and "message_tree_id" in row and "responses" not in row
+    except UnicodeDecodeError:  # not UTF-8: the records reader then names the bad line
+        return False
     return False
 
 

@@ -619,9 +619,11 @@ def _ultrafeedback_raw(row: dict[str, Any], where: str, rid: str, score_key: str
             for aspect, ann in annotations.items():
                 rating = ann.get("Rating") if isinstance(ann, dict) else None
                 try:
-                    attrs[f"rating_{aspect}"] = float(rating)  # "N/A" and missing ratings are left out
+                    value = float(rating)  # "N/A" and missing ratings are left out
                 except (TypeError, ValueError):
                     continue
+                if math.isfinite(value):  # so are "nan"/"inf" (float() parses them)
+                    attrs[f"rating_{aspect}"] = value
         key = score_key.replace("-", "_")
         if key not in attrs:
             raise RecordError(where, f"{fname}.{score_key}", "missing",
@@ -873,7 +875,7 @@ def load_generic(
 
     def convert(row: dict[str, Any], where: str) -> list[ListRecord]:
         try:
-            row = _arrow_row_to_dict(row)
+            row = _arrow_row_to_dict(row, where)
         except (json.JSONDecodeError, AttributeError, TypeError) as exc:
             raise RecordError(where, "responses", f"undecodable attributes/meta: {exc}") from None
         return [ListRecord.from_dict(row, where=where)]

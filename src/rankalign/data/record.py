@@ -18,6 +18,8 @@ RECORD_KEYS = ("id", "prompt", "responses", "ranking", "scores", "meta", "dynami
 #: attribute keys with a fixed meaning (SPEC §2, §4).
 NUMERIC_ATTRIBUTES = ("votes",)
 DATE_ATTRIBUTES = ("created",)
+#: flags read by :meth:`ListRecord.community_order`; a string "false" must not count as accepted.
+BOOL_ATTRIBUTES = ("accepted",)
 
 
 class RecordError(ValueError):
@@ -206,6 +208,11 @@ class ListRecord:
                     except (ValueError, TypeError) as exc:
                         raise RecordError(loc, fname, f"unparseable date {value!r}: {exc}",
                                           "use ISO 8601, e.g. 2014-11-02T00:52:10") from None
+                elif key in BOOL_ATTRIBUTES:
+                    if value is None or isinstance(value, bool) or (_is_number(value) and value in (0, 1)):
+                        continue
+                    raise RecordError(loc, fname, f"must be true or false, got {value!r}",
+                                      "write a JSON boolean, not a string")
         for name in ("ranking", "dynamic_ranking"):
             perm = getattr(self, name)
             if perm is None:
@@ -225,10 +232,12 @@ class ListRecord:
             self.scores = [float(s) for s in self.scores]
         if self.apdf is not None:
             ok = isinstance(self.apdf, list) and len(self.apdf) == m and all(
-                isinstance(row, list) and len(row) == m and all(_is_number(v) for v in row) for row in self.apdf
+                isinstance(row, list) and len(row) == m
+                and all(_is_number(v) and math.isfinite(float(v)) for v in row) for row in self.apdf
             )
             if not ok:
-                raise RecordError(loc, "apdf", f"must be an {m}x{m} matrix of numbers")
+                raise RecordError(loc, "apdf", f"must be an {m}x{m} matrix of finite numbers",
+                                  "re-run `rankalign rank` to recompute it, or remove the field")
 
     # ------------------------------------------------------------------ orders
     @property

@@ -53,7 +53,9 @@ class PROLoss(ListwiseLoss):
             raise ValueError(f"pro_sft_mode must be one of {list(PRO_SFT_MODES)} (got {pro_sft_mode!r}): "
                              "'sum' = summed token log-probs (official PRO code), 'mean' = token mean")
         self.sft_mode = pro_sft_mode
-        self.use_scores = bool(pro_use_scores)
+        if not isinstance(pro_use_scores, bool):  # bool("false") is True: refuse, do not guess
+            raise ValueError(f"pro_use_scores must be true or false (got {pro_use_scores!r})")
+        self.use_scores = pro_use_scores
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)

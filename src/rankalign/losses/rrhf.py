@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rankalign.losses._util import check_nonnegative, clean, list_metrics, pair_mask
@@ -34,6 +36,8 @@ class RRHFLoss(ListwiseLoss):
         super().__init__()
         self.weight = check_nonnegative("rrhf_weight", rrhf_weight)
         self.length_penalty = float(rrhf_length_penalty)
+        if not math.isfinite(self.length_penalty):
+            raise ValueError(f"rrhf_length_penalty must be a finite number (got {rrhf_length_penalty!r})")
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)
