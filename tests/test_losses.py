@@ -521,6 +521,26 @@ def test_seadpra_by_hand() -> None:
     assert out.metrics["seadpra/l_pc"].item() == pytest.approx(2.0344887, abs=1e-7)
 
 
+def test_seadpra_reward_weight_is_the_product_of_attribute_row_maxima() -> None:
+    """Eq. 7: W_r = prod_k max_j delta_k(b, j). Two attributes, D^R = [0, 1, 2], alpha 0:
+    delta_1 = [[0, 1, 2], [1, 0, 1], [2, 1, 0]], delta_2 = [[0, 3, 1], [3, 0, 1], [1, 1, 0]],
+    Delta_M = [[0, 3, 2], [3, 0, 1], [2, 1, 0]]; row maxima products W_r = [2*3, 1*3, 2*1] = [6, 3, 2]
+    (max_j Delta_M gives [3, 3, 2]: round 1 differs). a = [0, 0, 0]:
+    round 1 (b = 0): -log(6 / (6 + 2 + 3)) = log(11/6) = 0.6061358;
+    round 2 (b = 1): negatives 0, 2 get the sorted row [1, 3]: -log(3 / (3 + 1 + 3)) = log(7/3) = 0.8472979.
+    """
+    d1 = torch.tensor([[0.0, 1, 2], [1, 0, 1], [2, 1, 0]], dtype=F64)
+    d2 = torch.tensor([[0.0, 3, 1], [3, 0, 1], [1, 1, 0]], dtype=F64)
+    row_max = (d1.amax(1) * d2.amax(1))[None]  # [1, 3]
+    batch = one_list([0.0, 0.0, 0.0], [1, 1, 1], apdf=(d1 * d2).tolist())
+    loss = build_loss("seadpra", seadpra_alpha=0.0)
+    with_wr = loss(replace(batch, apdf_row_max=row_max)).loss.item()
+    assert with_wr == pytest.approx(math.log(11 / 6) + math.log(7 / 3), abs=1e-9)
+    # without apdf_row_max the loss falls back to max_j Delta_M: round 1 becomes log(8/3)
+    fallback = loss(batch).loss.item()
+    assert fallback == pytest.approx(math.log(8 / 3) + math.log(7 / 3), abs=1e-9)
+
+
 # --------------------------------------------------------------------------- equivalences
 
 

@@ -225,6 +225,9 @@ def test_rank_records_matches_direct_computation(tmp_path) -> None:
         g_po = record_gains(rec, "popularity")
         d = multi_apdf([apdf(g_se), apdf(g_po)])
         np.testing.assert_allclose(np.array(rec.apdf), d, atol=1e-12)
+        # SeAdpra's W_r (eq. 7): product over attributes of the single matrices' row maxima
+        want_wr = apdf(g_se).max(axis=1) * apdf(g_po).max(axis=1)
+        np.testing.assert_allclose(np.array(rec.apdf_row_max), want_wr, atol=1e-12)
         assert rec.dynamic_ranking == dynamic_ranking(d, arank_from_scores(p)).tolist()
         assert sorted(rec.dynamic_ranking) == list(range(rec.num_responses))
         rec.validate()  # still a valid record

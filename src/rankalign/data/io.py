@@ -6,7 +6,7 @@ into place only when complete, so a killed run never leaves a half-written file.
 Parquet / ``datasets`` layout: ``id``, ``prompt``, ``responses`` (list of
 ``{text, attributes}`` with ``attributes`` as a JSON string, since attribute sets differ
 between sources and Arrow needs one schema), ``ranking``, ``scores``, ``meta`` (JSON
-string), ``dynamic_ranking``, ``apdf``.
+string), ``dynamic_ranking``, ``apdf``, ``apdf_row_max``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def _record_to_arrow_row(rec: ListRecord) -> dict[str, Any]:
         "meta": json.dumps(d.get("meta", {}), ensure_ascii=False),
         "dynamic_ranking": d.get("dynamic_ranking"),
         "apdf": d.get("apdf"),
+        "apdf_row_max": d.get("apdf_row_max"),
     }
 
 

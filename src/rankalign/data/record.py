@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 #: top-level keys a record may carry; anything else is an error (typos must not pass).
-RECORD_KEYS = ("id", "prompt", "responses", "ranking", "scores", "meta", "dynamic_ranking", "apdf")
+RECORD_KEYS = ("id", "prompt", "responses", "ranking", "scores", "meta", "dynamic_ranking", "apdf", "apdf_row_max")
 #: attribute keys with a fixed meaning (SPEC §2, §4).
 NUMERIC_ATTRIBUTES = ("votes",)
 DATE_ATTRIBUTES = ("created",)
@@ -82,6 +82,8 @@ class ListRecord:
         meta: free-form metadata (tags, source, provenance of a ranking, ...).
         dynamic_ranking: the self-supervised SeAdpra order (written by ``rankalign rank``).
         apdf: the multi-APDF matrix (M x M) written by ``rankalign rank``.
+        apdf_row_max: per response i, prod_k max_j delta_k(i, j) over the L single-attribute
+            APDF matrices (SeAdpra's W_r, seed 000 eq. 7), written by ``rankalign rank``.
     """
 
     id: str
@@ -92,6 +94,7 @@ class ListRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     dynamic_ranking: list[int] | None = None
     apdf: list[list[float]] | None = None
+    apdf_row_max: list[float] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -157,6 +160,7 @@ class ListRecord:
         rec.meta = dict(meta)
         rec.dynamic_ranking = data.get("dynamic_ranking")
         rec.apdf = data.get("apdf")
+        rec.apdf_row_max = data.get("apdf_row_max")
         rec.validate(where=loc)
         return rec
 
@@ -176,6 +180,8 @@ class ListRecord:
             out["dynamic_ranking"] = list(self.dynamic_ranking)
         if self.apdf is not None:
             out["apdf"] = [list(row) for row in self.apdf]
+        if self.apdf_row_max is not None:
+            out["apdf_row_max"] = list(self.apdf_row_max)
         return out
 
     # ------------------------------------------------------------------ validation
@@ -237,6 +243,12 @@ class ListRecord:
             )
             if not ok:
                 raise RecordError(loc, "apdf", f"must be an {m}x{m} matrix of finite numbers",
+                                  "re-run `rankalign rank` to recompute it, or remove the field")
+        if self.apdf_row_max is not None:
+            row_max = self.apdf_row_max
+            if (not isinstance(row_max, list) or len(row_max) != m
+                    or not all(_is_number(v) and math.isfinite(float(v)) for v in row_max)):
+                raise RecordError(loc, "apdf_row_max", f"must be a list of {m} finite numbers",
                                   "re-run `rankalign rank` to recompute it, or remove the field")
 
     # ------------------------------------------------------------------ orders

@@ -32,6 +32,8 @@ class ListLogps:
         scores: ``[B, M]`` explicit rewards (higher is better).
         labels: ``[B, M]`` labels psi_i (SPEC §5: scores, else M - position).
         apdf: ``[B, M, M]`` multi-APDF matrix Delta_M (SeAdpra), 0 at padded rows/columns.
+        apdf_row_max: ``[B, M]`` SeAdpra's W_r per response, prod_k max_j delta_k(i, j) over
+            the single-attribute APDF matrices (seed 000 eq. 7); optional.
         mismatched_policy / mismatched_reference: ``[B, M]`` log-probs of each response
             given another list's prompt (KTO's z0 estimate).
     """
@@ -44,6 +46,7 @@ class ListLogps:
     scores: Tensor | None = None
     labels: Tensor | None = None
     apdf: Tensor | None = None
+    apdf_row_max: Tensor | None = None
     mismatched_policy: Tensor | None = None
     mismatched_reference: Tensor | None = None
 

@@ -35,10 +35,11 @@ class SeAdpraLoss(ListwiseLoss):
       ``b = D^R[m-1]`` (0-based), every real response i != b takes part in every round
       (eq. 9), with ``log tau_r(b) = a_b + log max(W_r, eps)`` (eq. 10) and
       ``log tau_p(i) = a_i + log max(W_p(i), eps)`` (eq. 11).
-    * ``W_r = max_j Delta_M(b, j)``: eq. 7 multiplies the row maxima of the single-APDF
-      matrices; only their product Delta_M reaches the loss, so this implementation reads
-      W_r as the row maximum of Delta_M (the two agree whenever the attributes' row maxima
-      fall on the same column).
+    * ``W_r = prod_k max_j delta_k(b, j)`` (eq. 7), the product over attributes of each
+      single-attribute matrix's row maximum, read from ``batch.apdf_row_max`` (written by
+      ``rankalign rank`` as the record's ``apdf_row_max``). Without it (data ranked
+      elsewhere) W_r falls back to ``max_j Delta_M(b, j)``, which agrees with eq. 7 whenever
+      the attributes' row maxima fall on the same column (always for one attribute).
     * ``W_p`` (eq. 8): the n-1 off-diagonal entries of row b of Delta_M sorted ascending,
       handed to the negatives in D^R order (position ascending, skipping b): the
       response ranked highest gets the smallest penalty. In round 1 that is the negative
@@ -75,9 +76,11 @@ class SeAdpraLoss(ListwiseLoss):
         idx = torch.arange(m, device=a.device)
         diag = (idx[:, None] == idx[None, :])[None]  # [1, R, J]
 
-        # W_r(round r) = max over real j of Delta_M(r, j)
-        w_r = delta.masked_fill(~pair_real, float("-inf")).amax(dim=2)  # [B, R]
-        w_r = clean(w_r, smask)
+        if batch.apdf_row_max is not None:  # W_r(round r) = prod_k max_j delta_k(r, j), eq. 7
+            w_r = clean(batch.sorted(batch.apdf_row_max).to(a.dtype), smask).detach()  # [B, R]
+        else:  # fallback: max over real j of Delta_M(r, j)
+            w_r = delta.masked_fill(~pair_real, float("-inf")).amax(dim=2)  # [B, R]
+            w_r = clean(w_r, smask)
         # W_p: off-diagonal real entries of row r sorted ascending, given to negatives j != r
         # in position order: negative j gets the (j - [j > r])-th smallest.
         off = pair_real & ~diag  # [B, R, J]

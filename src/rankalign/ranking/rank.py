@@ -202,7 +202,9 @@ def rank_records(
         cache_dir: embedding cache folder (default ``$RANKALIGN_CACHE/embeddings``).
         show_progress: progress bars.
     Returns:
-        The same record objects, with ``dynamic_ranking`` and ``apdf`` set.
+        The same record objects, with ``dynamic_ranking``, ``apdf`` (Delta_M) and
+        ``apdf_row_max`` (SeAdpra's W_r per response: the product over attributes of each
+        single-attribute matrix's row maximum, seed 000 eq. 7) set.
     Raises:
         ValueError: an unknown attribute name (the message lists the known ones).
         RecordError: a record lacks what an attribute needs (names record and field).
@@ -232,7 +234,9 @@ def rank_records(
         ])
         b, n_attr, _ = gains.shape
         single = apdf(gains.reshape(b * n_attr, m), position_source=cfg.position_source)  # [B*L, M, M]
-        delta = multi_apdf(single.reshape(b, n_attr, m, m))  # [B, M, M]
+        per_attr = single.reshape(b, n_attr, m, m)  # [B, L, M, M]
+        delta = multi_apdf(per_attr)  # [B, M, M]
+        row_max = per_attr.max(axis=3).prod(axis=1)  # [B, M]: W_r(i) = prod_k max_j delta_k(i, j), eq. 7
         mask = np.ones((b, m), dtype=bool)
         if phi is not None and cfg.uses_semantic:
             arank = arank_from_scores(np.stack([phi[i] for i in idx]), mask)
@@ -242,6 +246,7 @@ def rank_records(
         for row, i in enumerate(idx):
             records[i].dynamic_ranking = [int(x) for x in order[row]]
             records[i].apdf = [[float(v) for v in r] for r in delta[row]]
+            records[i].apdf_row_max = [float(v) for v in row_max[row]]
         bar.update(len(idx))
     bar.close()
     return records
