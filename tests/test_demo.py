@@ -110,3 +110,16 @@ def test_eval_real_models_on_two_demo_questions(tmp_path, monkeypatch):
     assert all(len(g["generation"].split()) >= 3 for g in gens)  # a real model writes real text
     # a real embedder puts an on-topic answer closer to its own question's answers than to random text
     assert all(max(g["similarities"]) > 0.3 for g in gens)
+
+
+def test_demo_checks_the_training_config_before_any_work(tmp_path, monkeypatch):
+    """KTO needs two lists per micro-batch and the demo trains on one: a clear error at once,
+    not after the ranking and the 'before' generations have run."""
+    from rankalign.errors import ConfigError
+
+    def no_work(*a, **k):
+        raise AssertionError("ranking ran before the training config was checked")
+
+    monkeypatch.setattr("rankalign.ranking.rank.rank_records", no_work)
+    with pytest.raises(ConfigError, match="kto needs >= 2 lists per micro-batch"):
+        run_demo(tmp_path / "x", method="kto", encoder=HashEncoder(), records=load_demo_records()[:3])

@@ -252,3 +252,54 @@ def test_cli_unknown_flag_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert rc == 2
     assert "unknown key 'lerning_rate' (did you mean 'learning_rate'" in err
+
+
+# ---------------------------------------------------------------------- review regressions
+def test_kto_with_an_odd_number_of_lists_does_not_fail_on_the_last_micro_batch(tmp_path: Path) -> None:
+    """3 lists, 2 per micro-batch: the epoch's last micro-batch would hold one list, which has no
+    other prompt for z0; it is dropped instead of stopping the run with an error."""
+    base = save_tiny(tmp_path / "tiny")
+    result = train(cfg(tmp_path, "kto", model=str(base), max_steps=3, per_device_train_batch_size=2), records(3))
+    assert [r["step"] for r in result.log if r["type"] == "train"] == [1, 2, 3]
+    with pytest.raises(ConfigError, match=r"kto needs at least 3 lists \(one full micro-batch\), found 2"):
+        train(cfg(tmp_path, "kto", model=str(base), per_device_train_batch_size=3), records(2))
+
+
+def test_resume_from_checkpoint_given_in_the_config_is_used(tmp_path: Path) -> None:
+    """`--resume-from-checkpoint DIR` (a config field) resumes: only the remaining steps run."""
+    from transformers import TrainerCallback
+
+    class CountSteps(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            CountSteps.steps += 1
+
+    base = save_tiny(tmp_path / "tiny")
+    common = {"model": str(base), "max_steps": 3, "per_device_train_batch_size": 2, "learning_rate": 5e-3,
+              "save_strategy": "steps", "save_steps": 2}
+    first = cfg(tmp_path, "dpo_pl", **common)
+    train(first, records(4))
+    ckpt = Path(first.output_dir) / "checkpoint-2"
+    assert ckpt.is_dir()
+    train(cfg(tmp_path, "dpo_pl", resume_from_checkpoint=str(ckpt), **common), records(4), callbacks=[CountSteps()])
+    assert CountSteps.steps == 1  # steps 1-2 come from the checkpoint
+    with pytest.raises(ConfigError, match=r"resume_from_checkpoint: no such checkpoint folder"):
+        cfg(tmp_path, "dpo_pl", resume_from_checkpoint=str(tmp_path / "nope"))
+
+
+def test_saving_merged_over_an_adapter_run_leaves_no_stale_adapter(tmp_path: Path) -> None:
+    """A merged save into a folder that held an adapter must not keep adapter_config.json: plain
+    transformers would load the base model plus the OLD adapter instead of the merged weights."""
+    from transformers import AutoModelForCausalLM
+
+    base = save_tiny(tmp_path / "tiny")
+    common = {"model": str(base), "max_steps": 1, "per_device_train_batch_size": 2, "use_lora": True,
+              "lora_r": 4, "learning_rate": 1e-2}
+    train(cfg(tmp_path, "sft", merge_lora=False, **common), records(2))
+    out = tmp_path / "out"
+    assert (out / "adapter_config.json").is_file()
+    merged = train(cfg(tmp_path, "sft", merge_lora=True, **{**common, "max_steps": 3}), records(2))
+    assert not (out / "adapter_config.json").exists() and not (out / "adapter_model.safetensors").exists()
+    ids = torch.tensor([[3, 10, 11, 12, 4, 13]])
+    torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(out), ids), _logits(merged.model, ids))

@@ -150,6 +150,16 @@ def run_demo(
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError([f"--output-dir {out} exists and is not a folder"])
+    from rankalign.training import load_config, train
+
+    # the training config is checked before any ranking, model load or generation
+    config = load_config(None, {
+        "method": method, "output_dir": str(out / "model"), "max_steps": steps, "use_lora": True,
+        "max_length": max_length, "max_prompt_length": max_length // 2, "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 1, "learning_rate": learning_rate, "warmup_steps": 0,
+        "lr_scheduler_type": "constant", "logging_steps": 1, "save_strategy": "no",
+        "seed": 0, "disable_tqdm": not show_progress,
+    })
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
@@ -199,15 +209,6 @@ def run_demo(
 
     # 4. train
     stage(f"4/5 {method} LoRA fine-tuning: {steps} steps on {len(train_recs)} lists")
-    from rankalign.training import load_config, train
-
-    config = load_config(None, {
-        "method": method, "output_dir": str(out / "model"), "max_steps": steps, "use_lora": True,
-        "max_length": max_length, "max_prompt_length": max_length // 2, "per_device_train_batch_size": 1,
-        "gradient_accumulation_steps": 1, "learning_rate": learning_rate, "warmup_steps": 0,
-        "lr_scheduler_type": "constant", "logging_steps": 1, "save_strategy": "no",
-        "seed": 0, "disable_tqdm": not show_progress,
-    })
     t0 = time.perf_counter()
     result = train(config, train_recs, model=model, tokenizer=tokenizer)
     timings["train"] = time.perf_counter() - t0

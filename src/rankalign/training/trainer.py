@@ -132,8 +132,14 @@ def validate_data(records: Sequence[ListRecord], config: ListwiseConfig, what: s
     if source == "scores" and missing_scores:
         problems.append(f"{what}: order_source scores needs 'scores' but {len(missing_scores)} record(s) have "
                         f"none (e.g. id={missing_scores[0]!r})")
-    if cls.needs_mismatched and len(records) < 2:
-        problems.append(f"{what}: method {config.method} needs at least 2 lists (found {len(records)})")
+    if cls.needs_mismatched:
+        # the trainer drops an epoch's last incomplete micro-batch (see ListwiseTrainer), so one
+        # full micro-batch per process is the least that trains
+        per_device = config.per_device_eval_batch_size if what == "eval_data" else config.per_device_train_batch_size
+        need = max(2, per_device * max(1, config.world_size))
+        if len(records) < need:
+            problems.append(f"{what}: method {config.method} needs at least {need} lists (one full micro-batch), "
+                            f"found {len(records)}; add lists or lower the per-device batch size (>= 2)")
     if problems:
         raise ConfigError(problems)
 
@@ -200,6 +206,10 @@ class ListwiseTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss
         self.ref_model = ref_model
+        if loss.needs_mismatched and not self.args.dataloader_drop_last:
+            # a last micro-batch holding one list has no other prompt to pair its responses with
+            # (z0); drop an epoch's incomplete last micro-batch instead of failing on it
+            self.args.dataloader_drop_last = True
         if ref_model is not None:
             ref_model.eval()
             for p in ref_model.parameters():
@@ -302,6 +312,12 @@ def _apply_lora(model: Any, config: ListwiseConfig) -> Any:
     return get_peft_model(model, lora)
 
 
+#: weight files of a final save; those of an earlier save that this one does not write are removed
+#: (a stale adapter_config.json would make from_pretrained load the base + the OLD adapter)
+_WEIGHT_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "model.safetensors",
+                 "model.safetensors.index.json", "model-*-of-*.safetensors", "pytorch_model*.bin")
+
+
 def save_final(trainer: ListwiseTrainer, config: ListwiseConfig, tokenizer: Any) -> Any:
     """Save weights (merged, full or adapter) + tokenizer into ``output_dir``; return the saved model.
 
@@ -326,12 +342,15 @@ def save_final(trainer: ListwiseTrainer, config: ListwiseConfig, tokenizer: Any)
         trainer.accelerator.wait_for_everyone()
         if main:
             tokenizer.save_pretrained(str(tmp))
+            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the JSON config replaces it
+            (tmp / "rankalign_config.json").write_text(config.to_json_string(), encoding="utf-8")
+            new = {f.name for f in tmp.iterdir()}
+            for pattern in _WEIGHT_FILES:  # an earlier run's weights of the other kind (adapter vs full)
+                for stale in out.glob(pattern):
+                    if stale.name not in new and stale.is_file():
+                        stale.unlink()
             for f in tmp.iterdir():
-                if f.name == "training_args.bin":  # a pickle; the JSON config below replaces it
-                    f.unlink()
-                    continue
                 os.replace(f, out / f.name)
-            (out / "rankalign_config.json").write_text(config.to_json_string(), encoding="utf-8")
     finally:
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -413,6 +432,10 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
         processing_class=tokenizer, loss=loss, ref_model=ref_model,
         callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])],
     )
+    if resume_from_checkpoint is None and config.resume_from_checkpoint:
+        # Trainer.train ignores the args field; "true" (a bare --resume-from-checkpoint) = the latest
+        resume_from_checkpoint = (True if str(config.resume_from_checkpoint).lower() == "true"
+                                  else config.resume_from_checkpoint)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     runtime = time.perf_counter() - t0
