@@ -82,7 +82,12 @@ def test_collator_exact_tensors() -> None:
     assert batch["order"].tolist() == [[1, 0, 2], [0, 2, 1]]
     assert batch["psi"].tolist() == [[1.0, 2.0, 0.0], [3.0, 1.0, 2.0]]
     assert "scores" not in batch  # only when every list has scores
-    assert "apdf" not in batch
+    assert "apdf" not in batch and "apdf_row_max" not in batch
+    items[0].apdf_row_max, items[1].apdf_row_max = [2.0, 1.0], [4.0, 3.0, 5.0]
+    items[0].apdf, items[1].apdf = [[0.0, 1.0], [1.0, 0.0]], [[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [2.0, 3.0, 0.0]]
+    batch = ListCollator(pad_token_id=0)(items)
+    assert batch["apdf_row_max"].tolist() == [[2.0, 1.0, 0.0], [4.0, 3.0, 5.0]]
+    assert batch["apdf"][0].tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
 
 
 def test_token_logps_equals_log_softmax_gather() -> None:

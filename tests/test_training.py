@@ -86,12 +86,15 @@ def test_select_list_keeps_best_ranked_and_reindexes() -> None:
     rec = ListRecord.from_dict({"id": "x", "prompt": "p", "responses": ["a", "b", "c", "d"],
                                 "ranking": [2, 0, 3, 1], "apdf": [[0, 1, 2, 3], [1, 0, 4, 5], [2, 4, 0, 6],
                                                                   [3, 5, 6, 0]]})
-    keep, order, psi, scores, apdf = select_list(rec, "auto", 3)
+    keep, targets = select_list(rec, "auto", 3)
     assert keep == [0, 2, 3]  # b (ranked last) dropped
-    assert order == [1, 0, 2]  # c, a, d in the kept indexing
-    assert psi == [2.0, 3.0, 1.0]
-    assert scores is None
-    assert apdf == [[0, 2, 3], [2, 0, 6], [3, 6, 0]]
+    assert targets["order"] == [1, 0, 2]  # c, a, d in the kept indexing
+    assert targets["psi"] == [2.0, 3.0, 1.0]
+    assert targets["scores"] is None
+    assert targets["apdf"] == [[0, 2, 3], [2, 0, 6], [3, 6, 0]]
+    assert targets["apdf_row_max"] is None
+    rec.apdf_row_max = [3.0, 5.0, 6.0, 6.5]
+    assert select_list(rec, "auto", 3)[1]["apdf_row_max"] == [3.0, 6.0, 6.5]
 
 
 def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:

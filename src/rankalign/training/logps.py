@@ -116,7 +116,8 @@ def truncate(
 class EncodedList:
     """One tokenised list: per response the prompt and response token ids, plus targets.
 
-    ``order`` is best first; ``scores``/``psi`` one per response; ``apdf`` M x M or None.
+    ``order`` is best first; ``scores``/``psi`` one per response; ``apdf`` M x M or None;
+    ``apdf_row_max`` (SeAdpra's W_r) one per response or None.
     ``prompt_ids`` is shared by every response of the list (after truncation each response
     may keep a different prompt tail, so it is stored per response).
     """
@@ -127,6 +128,7 @@ class EncodedList:
     psi: list[float]
     scores: list[float] | None = None
     apdf: list[list[float]] | None = None
+    apdf_row_max: list[float] | None = None
     raw_prompt_ids: list[int] = field(default_factory=list)
 
 
@@ -174,7 +176,8 @@ class ListCollator:
         ``input_ids [N, T]``, ``attention_mask [N, T]``, ``response_mask [N, T]`` (True at
         response tokens, False at prompt/padding and at padded candidates), ``list_mask
         [B, M]``, ``order [B, M]``, ``psi [B, M]``, ``scores [B, M]`` (only when every list
-        has scores), ``apdf [B, M, M]`` (only when every list has one) and, with
+        has scores), ``apdf [B, M, M]`` and ``apdf_row_max [B, M]`` (only when every list
+        has one) and, with
         ``mismatched=True``, ``mismatched_input_ids/attention_mask/response_mask [N, T']``:
         each response of list b after the prompt of list (b+1) mod B (KTO's z0).
 
@@ -227,6 +230,11 @@ class ListCollator:
                 k = len(it.response_ids)
                 apdf[i, :k, :k] = torch.tensor(it.apdf, dtype=torch.float)
             batch["apdf"] = apdf
+        if all(it.apdf_row_max is not None for it in items):
+            row_max = torch.zeros(b, m)
+            for i, it in enumerate(items):
+                row_max[i, : len(it.apdf_row_max)] = torch.tensor(it.apdf_row_max, dtype=torch.float)  # type: ignore[arg-type]
+            batch["apdf_row_max"] = row_max
         if self.mismatched and b >= 2:
             # response j of list i after the (untruncated-tail) prompt of list i+1
             prompts = []

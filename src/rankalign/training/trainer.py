@@ -54,12 +54,15 @@ class ListDataset(torch.utils.data.Dataset):
 
 
 def select_list(record: ListRecord, order_source: str, max_list_size: int | None
-                ) -> tuple[list[int], list[int], list[float], list[float] | None, list[list[float]] | None]:
+                ) -> tuple[list[int], dict[str, Any]]:
     """The responses kept for training and the targets, re-indexed to the kept ones.
 
     Returns:
-        ``(kept original indices (ascending), order best first, psi, scores, apdf)``; with
-        ``max_list_size`` only the best-ranked responses (by ``order_source``) are kept.
+        ``(kept original indices (ascending), targets)``; ``targets`` holds
+        :class:`EncodedList`'s ``order`` (best first), ``psi``, ``scores``, ``apdf`` and
+        ``apdf_row_max``. With ``max_list_size`` only the best-ranked responses (by
+        ``order_source``) are kept; ``apdf_row_max`` (SeAdpra's W_r) stays the value
+        computed on the whole pool.
     """
     order = record.preference_order(order_source)
     keep = sorted(order[:max_list_size]) if max_list_size else list(range(record.num_responses))
@@ -73,7 +76,8 @@ def select_list(record: ListRecord, order_source: str, max_list_size: int | None
         for p, idx in enumerate(new_order):
             psi[idx] = float(len(keep) - p)
     apdf = [[record.apdf[i][j] for j in keep] for i in keep] if record.apdf is not None else None
-    return keep, new_order, psi, scores, apdf
+    row_max = [record.apdf_row_max[i] for i in keep] if record.apdf_row_max is not None else None
+    return keep, {"order": new_order, "psi": psi, "scores": scores, "apdf": apdf, "apdf_row_max": row_max}
 
 
 def encode_records(records: Sequence[ListRecord], tokenizer: Any, config: ListwiseConfig,
@@ -84,13 +88,12 @@ def encode_records(records: Sequence[ListRecord], tokenizer: Any, config: Listwi
     source = config.effective_order_source()
     items = []
     for rec in tqdm(records, desc=desc, unit="list", disable=len(records) < 50):
-        keep, order, psi, scores, apdf = select_list(rec, source, config.max_list_size)
+        keep, targets = select_list(rec, source, config.max_list_size)
         prompts, responses, _ = encode_list(
             tokenizer, rec.prompt, [rec.responses[i].text for i in keep],
             max_length=config.max_length, max_prompt_length=config.max_prompt_length, stats=stats,
         )
-        items.append(EncodedList(prompt_ids=prompts, response_ids=responses, order=order, psi=psi,
-                                 scores=scores, apdf=apdf))
+        items.append(EncodedList(prompt_ids=prompts, response_ids=responses, **targets))
     return items
 
 
@@ -236,7 +239,7 @@ class ListwiseTrainer(Trainer):
         policy, lengths = list_logps(model, batch)  # [B, M] each
         lp = ListLogps(policy=policy, lengths=lengths, mask=batch["list_mask"], order=batch["order"],
                        reference=self._reference_logps(model, batch), scores=batch.get("scores"),
-                       labels=batch["psi"], apdf=batch.get("apdf"))
+                       labels=batch["psi"], apdf=batch.get("apdf"), apdf_row_max=batch.get("apdf_row_max"))
         if self.loss_fn.needs_mismatched:
             if "mismatched_input_ids" not in batch:
                 raise UserError(f"{self.loss_fn.name} needs >= 2 lists per micro-batch")
