@@ -257,6 +257,18 @@ def test_score_generations_end_to_end_values():
         score_generations(recs, gens[:2], WordEmbedder())
 
 
+def test_score_generations_adds_saferhit_when_every_record_has_a_safer_id():
+    """Safer ids q1 -> 0, q2 -> 1, q3 -> 0; Phi = [0, 2, 0] (as above) -> hits 1, 0, 1 = 2/3."""
+    recs = _records()
+    gens = ["use sorted", "git reset --soft", "x | y"]
+    assert "SaferHit" not in score_generations(recs, gens, WordEmbedder(), n_bootstrap=50).metrics
+    for rec, safer in zip(recs, (0, 1, 0)):
+        rec.meta["safer_id"] = safer
+    res = score_generations(recs, gens, WordEmbedder(), n_bootstrap=50)
+    assert res.mean("SaferHit") == pytest.approx(2 / 3)
+    assert [ex["SaferHit"] for ex in res.examples] == [1.0, 0.0, 1.0]
+
+
 # ----------------------------------------------------------------------------- eval CLI on a tiny model
 def _tiny_model_and_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers

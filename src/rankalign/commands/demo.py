@@ -259,7 +259,7 @@ def demo_report(summary: dict[str, Any]) -> str:
     tr = summary["train"]
     curve = tr["loss_curve"]
     lines = [
-        "# rankalign demo: SeAdpra on the shipped CoQA sample",
+        f"# rankalign demo: {tr['method']} on the shipped CoQA sample",
         "",
         "## Setup",
         "",

@@ -96,6 +96,10 @@ def run_eval(args: argparse.Namespace, *, model: Any = None, tokenizer: Any = No
         from rankalign.training.models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(args.model)
+        import torch
+
+        if torch.cuda.is_available():  # generate on the GPU where there is one
+            model = model.to("cuda")
     if embed_fn is None:
         embed_fn = make_embed_fn(args.embedding_model, show_progress=not args.quiet)
     t_load = time.perf_counter()

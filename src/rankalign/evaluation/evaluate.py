@@ -7,6 +7,8 @@
   else the community order, see :func:`rankalign.evaluation.metrics.gold_order`),
 * ``BLEU`` (sentence BLEU, mean) and ``corpus_BLEU``, ``ROUGE-L`` and ``CoSim`` against the
   gold best response,
+* ``SaferHit`` (PrefHit@1 with the safer response as gold) when every record carries
+  ``meta.safer_id`` (the PKU-SafeRLHF loader writes it),
 
 each mean with a bootstrap confidence interval. :func:`evaluate_model` generates the
 answers first. The embedder is a parameter (a name/path, an encoder object, or any
@@ -127,6 +129,9 @@ def score_generations(
     per["BLEU"] = M.bleu_per_example(hyps, refs)
     per["ROUGE-L"] = M.rouge_l_per_example(hyps, refs)
     per["CoSim"] = M.cosim_per_example(hyps, refs, embed_fn, structure_weight=cosim_structure_weight)
+    safer = [r.meta.get("safer_id") for r in records]
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in safer):  # PKU-SafeRLHF (seed 000 App. B)
+        per["SaferHit"] = M.safer_hit_per_example(sims, safer)  # type: ignore[arg-type]
 
     estimates = {name: M.estimate(v, n=n_bootstrap, alpha=alpha, seed=seed).to_dict() for name, v in per.items()}
     extra = {"corpus_BLEU": M.corpus_bleu(hyps, refs)}
