@@ -306,3 +306,33 @@ def test_saving_merged_over_an_adapter_run_leaves_no_stale_adapter(tmp_path: Pat
     assert not (out / "adapter_config.json").exists() and not (out / "adapter_model.safetensors").exists()
     ids = torch.tensor([[3, 10, 11, 12, 4, 13]])
     torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(out), ids), _logits(merged.model, ids))
+
+
+def test_lora_reference_is_deterministic_even_with_dropout(tmp_path: Path) -> None:
+    """The adapter-disabled reference runs in eval mode: with dropout 0.5 in the base model and
+    the policy in train mode, two reference passes give identical log-probs and the model's
+    training flag is restored."""
+    from peft import LoraConfig, get_peft_model
+
+    tok = tiny_tokenizer()
+    base = tiny_model(len(tok))
+    base.config.attention_dropout = 0.5
+    for module in base.modules():  # Llama reads the rate from its config at call time
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    config = cfg(tmp_path, "dpo_pl", use_lora=True, max_steps=1)
+    items = encode_records(records(2), tok, config)
+    collator = ListCollator(tok.pad_token_id)
+    trainer = ListwiseTrainer(model=model, args=config, data_collator=collator, train_dataset=ListDataset(items),
+                              loss=build_loss("dpo_pl"))
+    batch = collator(items)
+    model.train()
+    first = trainer._reference_logps(model, batch)
+    second = trainer._reference_logps(model, batch)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert model.training
+    with torch.no_grad():  # the policy itself (train mode) does see dropout
+        a = trainer.build_list_logps(model, batch).policy
+        b = trainer.build_list_logps(model, batch).policy
+    assert not torch.equal(a, b)

@@ -231,8 +231,13 @@ class ListwiseTrainer(Trainer):
             if not hasattr(base, "disable_adapter"):
                 raise UserError(f"{self.loss_fn.name} needs a reference model: pass ref_model, or train "
                                 "with LoRA (the base model with the adapter disabled is the reference)")
-            with base.disable_adapter():
-                return list_logps(base, batch, prefix)[0]
+            was_training = base.training
+            base.eval()  # the reference is deterministic: no dropout in the base model
+            try:
+                with base.disable_adapter():
+                    return list_logps(base, batch, prefix)[0]
+            finally:
+                base.train(was_training)
 
     def build_list_logps(self, model: Any, batch: dict[str, Tensor]) -> ListLogps:
         """One policy forward (with grad) + reference/mismatched passes (no grad) -> :class:`ListLogps`."""
