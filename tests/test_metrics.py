@@ -350,4 +350,4 @@ def test_args_namespace_defaults_match_parser():
 
     args = build_parser().parse_args(["eval", "--data", "x.jsonl", "--output-dir", "o"])
     assert isinstance(args, argparse.Namespace)
-    assert (args.max_new_tokens, args.num_beams, args.k) == (128, 1, "1,3")
+    assert (args.max_new_tokens, args.num_beams, args.k) == (128, 4, "1,3")  # SPEC §7: beam search, 128 new tokens

@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", required=True, help="test records (.jsonl, .parquet or a datasets folder)")
     p.add_argument("--output-dir", required=True, help="where metrics.json, generations.jsonl and report.md go")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per answer (default 128)")
-    p.add_argument("--num-beams", type=int, default=1, help="1 = greedy, >1 = beam search (default 1)")
+    p.add_argument("--num-beams", type=int, default=4,
+                   help="beam width (SPEC §7: beam search by default); 1 = greedy, faster on a CPU")
     p.add_argument("--batch-size", type=int, default=4, help="prompts per generate call (default 4)")
     p.add_argument("--k", default="1,3", help="comma-separated k of PrefHit@k / PrefRecall@k (default 1,3)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
