@@ -477,9 +477,11 @@ def _open_part(path: Path, work_dir: Path, rng: ByteRange | None) -> Iterator[An
             yield _RangeReader(fh, rng)
 
 
-def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None = None) -> Iterator[Any]:
+def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None = None, bar: Any = None
+               ) -> Iterator[Any]:
     """Yield the ``<row>`` elements of a dump, clearing them behind; an XML error ends the
-    stream and is stored in ``result.error`` (line, column, message, rows read; of the part)."""
+    stream and is stored in ``result.error`` (line, column, message, rows read; of the part).
+    ``bar`` (a tqdm bar) counts the rows and is closed at the end."""
     from lxml import etree
 
     root = None
@@ -488,6 +490,8 @@ def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None =
         for _, el in etree.iterparse(fh, events=("end",), tag="row", huge_tree=True):
             yield el
             n += 1
+            if bar is not None and n & 8191 == 0:
+                bar.update(8192)
             el.clear()
             if root is None:
                 root = el.getparent()
@@ -501,6 +505,9 @@ def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None =
                         "rows_before": n}
     if isinstance(fh, _RangeReader):
         result.newlines = fh.newlines
+    if bar is not None:
+        bar.update(n % 8192)
+        bar.close()
 
 
 def parse_posts(
@@ -557,10 +564,8 @@ def parse_posts(
     bar = _progress(None, f"{site} posts" + (f" [{part}]" if byte_range else ""), progress, position)
     n = 0
     with _open_part(path, out_dir, byte_range) as fh:
-        for el in _iter_rows(fh, result, path, byte_range):
+        for el in _iter_rows(fh, result, path, byte_range, bar):
             n += 1
-            if n & 8191 == 0:
-                bar.update(8192)
             a = el.attrib
             ptype_s = a.get("PostTypeId")
             id_s = a.get("Id")
@@ -621,8 +626,6 @@ def parse_posts(
             else:
                 counts["other post types"] += 1
     flush()
-    bar.update(n % 8192)
-    bar.close()
     result.rows = n
     result.seconds = time.perf_counter() - t0
     return result
@@ -659,10 +662,8 @@ def parse_votes(
     bar = _progress(None, f"{site} votes" + (f" [{part}]" if byte_range else ""), progress, position)
     n = 0
     with _open_part(path, out_dir, byte_range) as fh:
-        for el in _iter_rows(fh, result, path, byte_range):
+        for el in _iter_rows(fh, result, path, byte_range, bar):
             n += 1
-            if n & 8191 == 0:
-                bar.update(8192)
             vt = el.get("VoteTypeId")
             if vt == "2" or vt == "3":
                 try:
@@ -675,8 +676,6 @@ def parse_votes(
             if n % chunk_rows == 0:
                 flush()
     flush()
-    bar.update(n % 8192)
-    bar.close()
     result.rows = n
     result.seconds = time.perf_counter() - t0
     return result
