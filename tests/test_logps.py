@@ -123,3 +123,37 @@ def test_list_logps_matches_naive_per_sequence_loop() -> None:
             naive = sum(logp[len(p) + k - 1, tok_id].item() for k, tok_id in enumerate(r))
             assert lengths[b, j] == len(r)
             assert got[b, j].item() == pytest.approx(naive, abs=1e-4)
+
+
+def test_logits_only_from_the_first_response_position_and_fallback_for_other_models() -> None:
+    """``sequence_logps`` asks for the logits of the last T - start positions only; a model
+    without ``logits_to_keep`` gets a plain forward and the same log-probs."""
+    from rankalign.training.logps import sequence_logps
+
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok)).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 11, 12, 0]])
+    attention = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    response = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 0]])  # first response token at t = 3
+    seen: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module, accepts_keep: bool) -> None:
+            super().__init__()
+            self.inner, self.accepts_keep = inner, accepts_keep
+
+        def forward(self, input_ids, attention_mask, use_cache, **kw):  # type: ignore[no-untyped-def]
+            if kw and not self.accepts_keep:
+                raise TypeError(f"forward() got an unexpected keyword argument {next(iter(kw))!r}")
+            seen.append(kw.get("logits_to_keep", 0))
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache, **kw)
+
+    with torch.no_grad():
+        full = torch.log_softmax(model(ids, attention_mask=attention).logits, -1)  # [2, 6, V]
+        want = torch.stack([sum(full[n, t - 1, ids[n, t]] for t in range(6) if response[n, t]) for n in range(2)])
+        got, n_tok = sequence_logps(Recording(model, True), ids, attention, response)
+        plain, _ = sequence_logps(Recording(model, False), ids, attention, response)
+    assert seen == [4, 0]  # positions 2..5 (logits at t-1 = 2 predict the token at t = 3); then all
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(plain, want, rtol=0, atol=1e-5)
+    assert n_tok.tolist() == [3, 1]

@@ -266,10 +266,26 @@ def token_logps(logits: Tensor, targets: Tensor, chunk_rows: int = 8) -> Tensor:
     return torch.cat(out, 0)
 
 
+def _forward_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, keep: int) -> Tensor:
+    """Logits of the last ``keep`` positions (``logits_to_keep``); all of them for a model
+    whose forward does not take that argument."""
+    try:
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                     logits_to_keep=keep).logits
+    except TypeError as exc:
+        if "logits_to_keep" not in str(exc):
+            raise
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
 def sequence_logps(
     model: Any, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Summed response log-probs and response lengths of each sequence, in ONE forward.
+
+    The vocabulary projection runs only from the first position that predicts a response
+    token in the batch (``logits_to_keep``): the shared prompt prefix needs no ``[N, T, V]``
+    logits, which saves the largest temporaries of the step.
 
     Args:
         model: a causal LM returning ``.logits [N, T, V]``.
@@ -278,10 +294,14 @@ def sequence_logps(
         ``(logp_sum [N], n_tokens [N])``: token ``t`` is predicted from position ``t-1``,
         counted where ``response_mask[t]``.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # [N, T, V]
-    targets = input_ids[:, 1:]  # [N, T-1]
-    mask = response_mask[:, 1:].to(torch.bool)  # [N, T-1]
-    lp = token_logps(logits[:, :-1], targets)  # [N, T-1]
+    t = input_ids.shape[1]
+    columns = response_mask.to(torch.bool).any(0).nonzero()
+    start = max(int(columns[0]) - 1, 0) if len(columns) else t - 1  # first position whose logits are used
+    logits = _forward_logits(model, input_ids, attention_mask, t - start)  # [N, T', V], T' = T - start or T
+    start = t - logits.shape[1]  # 0 when the model returned every position
+    targets = input_ids[:, start + 1:]  # [N, T'-1]
+    mask = response_mask[:, start + 1:].to(torch.bool)  # [N, T'-1]
+    lp = token_logps(logits[:, :-1], targets)  # [N, T'-1]
     lp = torch.where(mask, lp, torch.zeros_like(lp))
     return lp.sum(-1), mask.sum(-1)
 
