@@ -455,3 +455,72 @@ def test_parallel_byte_ranges_give_the_same_build(tmp_path, monkeypatch):
         assert s1["rows"]["duplicate id"] == 1 and s1["rows"]["malformed row"] == 2
         assert [e.split(" row ")[1].split(":")[0] for e in s1["examples"]] == ["6", "101"]
     assert s1["parse_errors"] and s1["parse_errors"][0]["line"] > 100
+
+
+def test_question_chunks_cut_whole_questions_at_the_limits(monkeypatch):
+    """The main process cuts the ordered (question, answers...) Arrow stream into chunks of
+    whole questions without making Python rows; regrouped, the chunks give back exactly the
+    stream grouped naively, and every chunk stops at the first question boundary where
+    CONVERT_QUESTIONS questions or CONVERT_CHARS body characters are reached."""
+    import random
+
+    import pyarrow as pa
+
+    import rankalign.data.stackexchange as se
+
+    rnd = random.Random(7)
+    rows = []
+    for qid in range(1, 60):
+        for kind in [0] + [1] * rnd.randrange(0, 5):
+            body = None if rnd.random() < 0.1 else "é" * rnd.randrange(0, 40)
+            rows.append((qid, kind, qid * 100 + len(rows), "t", "<a>", body, "2012-01-01", 1, None, None, None))
+    cols = list(zip(*rows, strict=True))
+    types = [pa.int64(), pa.int32(), pa.int64(), pa.string(), pa.string(), pa.string(), pa.string(),
+             pa.int64(), pa.int64(), pa.int64(), pa.int64()]
+    table = pa.Table.from_arrays([pa.array(c, t) for c, t in zip(cols, types, strict=True)], names=list(se._STREAM_COLS))
+    naive: list[list[tuple]] = []
+    for row in rows:
+        if not naive or naive[-1][0][0] != row[0]:
+            naive.append([])
+        naive[-1].append(row)
+    for max_q, max_chars in ((4, 10**9), (10**9, 100), (3, 60), (1, 1)):
+        monkeypatch.setattr(se, "CONVERT_QUESTIONS", max_q)
+        monkeypatch.setattr(se, "CONVERT_CHARS", max_chars)
+        sizes = [rnd.randrange(1, 30) for _ in range(40)]
+        batches, start = [], 0
+        for size in sizes:
+            if start < table.num_rows:
+                batches.extend(table.slice(start, size).to_batches())
+            start += size
+        if start < table.num_rows:
+            batches.extend(table.slice(start).to_batches())
+        chunks = [se._group_rows(c) for c in se._question_chunks(iter(batches))]
+        assert [g for c in chunks for g in c] == naive
+        for c in chunks[:-1]:  # reference rule: stop after the group that reaches a limit
+            chars = [sum(len(r[5] or "") for r in g) for g in c]
+            assert len(c) == max_q or sum(chars) >= max_chars
+            assert len(c) - 1 < max_q and sum(chars[:-1]) < max_chars  # no limit reached earlier
+        assert len(chunks[-1]) <= max_q
+
+
+def test_pool_workers_do_not_import_pandas():
+    """pyarrow would import pandas (~0.4 s per worker) on its first pa.array; the pool's
+    initializer stops that, and the Parquet writing path still works without it."""
+    from rankalign.data.stackexchange import _pool
+
+    with _pool(2, 1) as pool:
+        assert pool is not None
+        assert pool.submit(_pandas_loaded_after_parquet_write).result() is False
+
+
+def _pandas_loaded_after_parquet_write() -> bool:
+    import io
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_arrays([pa.array([1, None], pa.int64()), pa.array(["a", None], pa.string())],
+                                 names=["x", "y"])
+    pq.write_table(table, io.BytesIO(), compression="none")
+    return "pandas" in sys.modules

@@ -18,14 +18,15 @@ Pipeline, with memory bounded whatever the dump size:
    ``ParentId``; the cheap filters (accepted answer, code block, window, vote filter, pool
    size, vote spread) run here, so only the surviving questions and their answers are read
    with their bodies.
-3. **Convert and finish** (the surviving questions ordered by Id, in chunks of
-   :data:`CONVERT_QUESTIONS` questions spread over the process pool, results written in
-   order): HTML to text (:mod:`rankalign.data.se_html`), token-length filters, the
+3. **Convert and finish** (the surviving questions ordered by Id, cut into chunks of
+   :data:`CONVERT_QUESTIONS` whole questions on the Arrow stream and sent to the process
+   pool as Arrow IPC bytes, results written in order): HTML to text (:mod:`rankalign.data.se_html`), token-length filters, the
    list-wise :class:`~rankalign.data.record.ListRecord`.
 4. **Sample and split**: a seeded fixed-size sample (``--sample``; the paper's 3K, 8K,
    18K, 29K, 64K) and a seeded 9:1 train/test split; ``train.jsonl``, ``test.jsonl``,
    ``summary.json``, ``stats.csv``, ``stats.md`` and ``stats.png`` are written to a
-   staging folder inside the output folder and renamed into place at the end; the work
+   staging folder inside the output folder (the statistics files by a pool worker while
+   the main process writes the records) and renamed into place at the end; the work
    folder of Parquet chunks is a temporary folder removed on exit (also on error).
 
 Question filters, in this order; a question is counted under the FIRST reason it fails:
@@ -551,7 +552,9 @@ def parse_posts(
             return
         chunk = out_dir / f"posts-{site}-{part:03d}-{len(result.chunks):06d}.parquet"
         # uncompressed: the chunks are read once, and compressing costs ~20% of the parse
-        pq.write_table(pa.table(cols, schema=schema), chunk, compression="none")
+        # arrays with explicit types, then from_arrays: ``pa.table(dict)`` imports pandas
+        table = pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in schema], schema=schema)
+        pq.write_table(table, chunk, compression="none")
         result.chunks.append(str(chunk))
         for v in cols.values():
             v.clear()
@@ -651,8 +654,9 @@ def parse_votes(
         keys = sorted(set(up) | set(down))
         if not keys:
             return
-        table = pa.table({"post_id": pa.array(keys, pa.int64()), "up": pa.array([up[k] for k in keys], pa.int64()),
-                          "down": pa.array([down[k] for k in keys], pa.int64())})
+        table = pa.Table.from_arrays(
+            [pa.array(keys, pa.int64()), pa.array([up[k] for k in keys], pa.int64()),
+             pa.array([down[k] for k in keys], pa.int64())], names=["post_id", "up", "down"])
         chunk = out_dir / f"votes-{site}-{part:03d}-{len(result.chunks):06d}.parquet"
         pq.write_table(table, chunk)
         result.chunks.append(str(chunk))
@@ -947,31 +951,93 @@ CONVERT_CHARS = 8 << 20
 _STREAM_COLS = ("qid", "kind", "id", "title", "tags", "body", "created", "score", "accepted_answer_id", "up", "down")
 
 
-def _question_chunks(reader: Any) -> Iterator[list[list[tuple[Any, ...]]]]:
-    """Group the ordered (question, answers...) stream by question id, in chunks of whole
-    questions (at most CONVERT_QUESTIONS questions or about CONVERT_CHARS characters)."""
-    chunk: list[list[tuple[Any, ...]]] = []
+def _question_chunks(reader: Any) -> Iterator[bytes]:
+    """Cut the ordered (question, answers...) stream into chunks of whole questions (at most
+    CONVERT_QUESTIONS questions or about CONVERT_CHARS characters of HTML), each an Arrow IPC
+    stream (bytes) in :data:`_STREAM_COLS` order.
+
+    The cuts are found with Arrow/numpy on the ``kind`` column (a question's group starts at
+    its ``kind == 0`` row) and the body lengths, so the main process never turns rows into
+    Python objects: the pool workers do that (:func:`_group_rows`), and sending Arrow buffers
+    costs a copy instead of pickling ~10^5 Python strings.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    buffered: list[Any] = []
+
+    def encode(table: Any) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    def cuts(table: Any, final: bool) -> Iterator[Any]:
+        """Yield the complete chunks at the head of ``table`` (all of it when ``final``); the
+        unfinished rest goes to ``buffered``."""
+        kinds = table.column("kind").to_numpy()
+        starts = np.flatnonzero(kinds == 0)
+        chars = np.cumsum(pc.fill_null(pc.utf8_length(table.column("body")), 0).to_numpy(), dtype=np.int64)
+        begin = 0  # row where the current chunk starts; starts[first] == begin
+        first = 0
+        n_starts = len(starts)
+        while True:
+            # cut before start k (k > first) once k - first questions or CONVERT_CHARS chars are in
+            base = chars[begin - 1] if begin else 0
+            ks = np.arange(first + 1, n_starts)
+            if not len(ks):
+                break
+            before = chars[starts[ks] - 1] - base
+            hit = np.flatnonzero((ks - first >= CONVERT_QUESTIONS) | (before >= CONVERT_CHARS))
+            if not len(hit):
+                break
+            k = int(ks[hit[0]])
+            yield table.slice(begin, int(starts[k]) - begin)
+            begin, first = int(starts[k]), k
+        rest = table.slice(begin)
+        buffered.clear()
+        if final:
+            if rest.num_rows:
+                yield rest
+        elif rest.num_rows:
+            buffered.append(rest)
+
+    schema = None
+    for batch in reader:
+        if schema is None:
+            schema = batch.schema
+        if not batch.num_rows:
+            continue
+        table = pa.Table.from_batches([batch], schema=schema)
+        if buffered:  # the unfinished tail of the previous batches comes first
+            table = pa.concat_tables([buffered[0], table])
+        for piece in cuts(table, final=False):
+            yield encode(piece)
+    if buffered:
+        for piece in cuts(buffered[0], final=True):
+            yield encode(piece)
+
+
+def _group_rows(data: bytes) -> list[list[tuple[Any, ...]]]:
+    """An Arrow IPC chunk of :func:`_question_chunks` -> one list of row tuples per question."""
+    import pyarrow as pa
+
+    table = pa.ipc.open_stream(data).read_all()
+    columns = [table.column(name).to_pylist() for name in _STREAM_COLS]
+    groups: list[list[tuple[Any, ...]]] = []
     group: list[tuple[Any, ...]] = []
     current = None
-    chars = 0
-    for batch in reader:
-        columns = [batch.column(name).to_pylist() for name in _STREAM_COLS]
-        for row in zip(*columns, strict=True):
-            if row[0] != current:
-                if group:
-                    chunk.append(group)
-                    if len(chunk) >= CONVERT_QUESTIONS or chars >= CONVERT_CHARS:
-                        yield chunk
-                        chunk = []
-                        chars = 0
-                group = []
-                current = row[0]
-            group.append(row)
-            chars += len(row[5] or "")
+    for row in zip(*columns, strict=True):
+        if row[0] != current:
+            if group:
+                groups.append(group)
+            group = []
+            current = row[0]
+        group.append(row)
     if group:
-        chunk.append(group)
-    if chunk:
-        yield chunk
+        groups.append(group)
+    return groups
 
 
 @dataclass
@@ -990,7 +1056,7 @@ class ConvertResult:
 _TOKEN_COUNTERS: dict[str | None, Callable[[str], int]] = {}
 
 
-def _convert_chunk(args: tuple[list[list[tuple[Any, ...]]], StackExchangeOptions, bool, str]) -> ConvertResult:
+def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str]) -> ConvertResult:
     """HTML to text, text filters and records for a chunk of candidate questions (runs in a worker).
 
     The JSON lines are written straight from dicts in :meth:`ListRecord.to_dict`'s shape;
@@ -998,7 +1064,8 @@ def _convert_chunk(args: tuple[list[list[tuple[Any, ...]]], StackExchangeOptions
     non-empty stripped texts, at least ``min_answers`` >= 2 responses), and the chunk's first
     record is still re-read with :meth:`ListRecord.from_dict` as a guard against drift.
     """
-    chunk, opts, has_votes, site = args
+    data, opts, has_votes, site = args
+    chunk = _group_rows(data)
     count_tokens = _TOKEN_COUNTERS.get(opts.tokenizer)
     if count_tokens is None:
         count_tokens = _TOKEN_COUNTERS[opts.tokenizer] = _tokens_counter(opts.tokenizer)
@@ -1191,7 +1258,7 @@ def build_stacocoqa(
         t_join = time.perf_counter() - t0 - t_parse
         seconds = {"parse": round(t_parse, 3), "join_convert": round(t_join, 3),
                    "total": round(time.perf_counter() - t0, 3)}
-        return _finish(dump, sites, opts, parsed, built, errors, out, seconds)
+        return _finish(dump, sites, opts, parsed, built, errors, out, seconds, pool)
 
 
 @contextlib.contextmanager
@@ -1202,8 +1269,40 @@ def _pool(workers: int, n_sites: int) -> Iterator[ProcessPoolExecutor | None]:
         return
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init) as ex:
         yield ex
+
+
+def _worker_init() -> None:
+    """Pool worker start-up: keep pyarrow from importing pandas.
+
+    ``pyarrow.array`` on a Python list asks pyarrow's lazy pandas shim whether the list is
+    a pandas object, which imports pandas (~0.4 s CPU and ~60 MB per worker) although the
+    workers never use it. The shim tries the import once and remembers the answer, so it is
+    made to try while ``import pandas`` is blocked, and the block is lifted right after (a
+    later explicit ``import pandas`` still works; only pyarrow's pandas conversions are off
+    in the worker, and the workers call none).
+    """
+    if "pandas" in sys.modules:
+        return
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)
+    try:
+        import pyarrow as pa
+
+        pa.array([], pa.int64())
+    finally:
+        sys.meta_path.remove(blocker)
+
+
+class _NoPandas:
+    """A ``sys.meta_path`` finder that makes ``import pandas`` fail (see :func:`_worker_init`)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is not imported in the parse workers")
+        return None
 
 
 def _map(pool: ProcessPoolExecutor | None, fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
@@ -1216,7 +1315,7 @@ def _map(pool: ProcessPoolExecutor | None, fn: Callable[[Any], Any], jobs: list[
 def _finish(
     dump: str | os.PathLike[str], sites: list[SiteInput], opts: StackExchangeOptions,
     parsed: list[ParseResult], built: list[SiteResult], errors: list[dict[str, Any]], out: Path,
-    seconds: dict[str, float],
+    seconds: dict[str, float], executor: ProcessPoolExecutor | None = None,
 ) -> BuildSummary:
     """Sample, split, write every output into a staging folder and rename into place."""
     import numpy as np
@@ -1235,33 +1334,24 @@ def _finish(
     try:
         out_years: dict[int, dict[int, int]] = {}
         out_tags: Counter = Counter()
-        n_train = n_test_w = 0
+        n_train = int((assign == 1).sum())
+        n_test_w = int((assign == 2).sum())
         idx = 0
-        with open(staging / "train.jsonl", "w", encoding="utf-8") as ftr, \
-                open(staging / "test.jsonl", "w", encoding="utf-8") as fte:
-            for b in built:
-                with open(b.kept_path, encoding="utf-8") as fh, \
-                        open(Path(b.kept_path).with_suffix(".info"), encoding="utf-8") as finfo:
-                    for line, info in zip(fh, finfo, strict=True):
-                        where = assign[idx]
-                        idx += 1
-                        if not where:
-                            continue
-                        if multi:
-                            d = json.loads(line)
-                            d["id"] = f"{b.site}/{d['id']}"
-                            line = json.dumps(d, ensure_ascii=False) + "\n"
-                        (ftr if where == 1 else fte).write(line)
-                        if where == 1:
-                            n_train += 1
-                        else:
-                            n_test_w += 1
-                        year, n_resp, rec_tags = json.loads(info)
-                        row = out_years.setdefault(year, dict.fromkeys(POOL_SIZES, 0))
-                        for k in POOL_SIZES:
-                            if n_resp >= k:
-                                row[k] += 1
-                        out_tags.update(rec_tags)
+        for b in built:  # statistics of the output records (from the small .info files)
+            with open(Path(b.kept_path).with_suffix(".info"), encoding="utf-8") as finfo:
+                for info in finfo:
+                    where = assign[idx]
+                    idx += 1
+                    if not where:
+                        continue
+                    year, n_resp, rec_tags = json.loads(info)
+                    row = out_years.setdefault(year, dict.fromkeys(POOL_SIZES, 0))
+                    for k in POOL_SIZES:
+                        if n_resp >= k:
+                            row[k] += 1
+                    out_tags.update(rec_tags)
+        if idx != total:
+            raise RuntimeError(f"internal error: {idx} statistics lines for {total} kept records")
         rows: Counter = Counter()
         examples: list[str] = []
         for r in parsed:
@@ -1307,9 +1397,34 @@ def _finish(
                              if opts.sample is not None and opts.sample > total else None)},
             parse_errors=errors, examples=examples[:10], stats=stats, seconds=seconds,
         )
+        # the statistics files (a matplotlib import and plot, ~1 s) are written by an idle pool
+        # worker while this process copies the records into train/test
+        stats_job = executor.submit(_write_stats, stats, staging) if executor is not None else None
+        try:
+            idx = 0
+            with open(staging / "train.jsonl", "w", encoding="utf-8") as ftr, \
+                    open(staging / "test.jsonl", "w", encoding="utf-8") as fte:
+                for b in built:
+                    with open(b.kept_path, encoding="utf-8") as fh:
+                        for line in fh:
+                            where = assign[idx]
+                            idx += 1
+                            if not where:
+                                continue
+                            if multi:
+                                d = json.loads(line)
+                                d["id"] = f"{b.site}/{d['id']}"
+                                line = json.dumps(d, ensure_ascii=False) + "\n"
+                            (ftr if where == 1 else fte).write(line)
+        finally:
+            if stats_job is not None:
+                stats_job.result()
+        if idx != total:
+            raise RuntimeError(f"internal error: {idx} records for {total} kept")
+        if stats_job is None:
+            _write_stats(stats, staging)
         (staging / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
-        _write_stats(stats, staging)
         for name in ("train.jsonl", "test.jsonl", "stats.csv", "stats.md", "stats.png", "summary.json"):
             os.replace(staging / name, out / name)  # summary.json last: it marks a complete build
     finally:
