@@ -21,6 +21,13 @@ def clean(values: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
 
 
+def sorted_rewards(batch: ListLogps, beta: float) -> tuple[Tensor, Tensor]:
+    """``(sorted_mask [B, M], s [B, M])``: implicit rewards ``beta * ratio`` in best-first order,
+    0 at padded candidates (the common start of the reference-model losses)."""
+    smask = batch.sorted_mask  # [B, M]
+    return smask, clean(beta * batch.sorted(batch.ratio), smask)
+
+
 def masked_logsumexp(values: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
     """log sum exp of ``values`` over ``dim`` where ``mask`` is True.
 

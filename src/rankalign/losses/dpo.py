@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from rankalign.losses._util import (
     check_pair_mode,
     check_positive,
-    clean,
     list_metrics,
     pair_mask,
     pair_mean,
     plackett_luce_nll,
+    sorted_rewards,
 )
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
 from rankalign.losses.hparams import DEFAULTS
@@ -45,8 +45,7 @@ class DPOBTLoss(ListwiseLoss):
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)
-        smask = batch.sorted_mask
-        s = clean(self.beta * batch.sorted(batch.ratio), smask)  # [B, M]
+        smask, s = sorted_rewards(batch, self.beta)  # [B, M] each
         pairs = pair_mask(smask, self.pair_mode)  # [B, M, M]
         per_pair = -F.logsigmoid(s[:, :, None] - s[:, None, :])  # [B, M, M]
         loss = pair_mean(per_pair, pairs)  # [B]
@@ -78,8 +77,7 @@ class DPOPLLoss(ListwiseLoss):
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)
-        smask = batch.sorted_mask  # [B, M]
-        s = clean(self.beta * batch.sorted(batch.ratio), smask)  # [B, M]
+        smask, s = sorted_rewards(batch, self.beta)  # [B, M] each
         loss = plackett_luce_nll(s, smask)
         return LossOutput(loss, list_metrics(batch, s, s))
 

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rankalign.losses._util import check_positive, clean, list_labels, list_metrics
+from rankalign.losses._util import check_positive, clean, list_labels, list_metrics, sorted_rewards
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
 from rankalign.losses.hparams import DEFAULTS
 from rankalign.losses.registry import register_loss
@@ -41,8 +41,7 @@ class LiPOLoss(ListwiseLoss):
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)
-        smask = batch.sorted_mask  # [B, M]
-        s = clean(self.beta * batch.sorted(batch.ratio), smask)  # [B, M]
+        smask, s = sorted_rewards(batch, self.beta)  # [B, M] each
         psi = clean(batch.sorted(list_labels(batch)), smask).detach()  # [B, M]
         with torch.no_grad():
             # tau: 1-based rank by s descending among real candidates; a stable sort in
