@@ -478,36 +478,69 @@ def _open_part(path: Path, work_dir: Path, rng: ByteRange | None) -> Iterator[An
             yield _RangeReader(fh, rng)
 
 
+#: bytes fed to the XML parser at a time.
+FEED_BYTES = 1 << 20
+
+
+class _RowTarget:
+    """lxml parser target that keeps the attribute dict of every ``<row>`` start tag.
+
+    A target parser builds no tree and creates no element objects: lxml calls :meth:`start`
+    with the attributes already decoded into a dict (about 20% faster than ``iterparse``
+    plus ``el.get`` on a dump, and memory stays flat without any clearing).
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] = []
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if tag == "row":
+            self.rows.append(attrib)
+
+    def close(self) -> None:
+        return None
+
+
 def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None = None, bar: Any = None
-               ) -> Iterator[Any]:
-    """Yield the ``<row>`` elements of a dump, clearing them behind; an XML error ends the
-    stream and is stored in ``result.error`` (line, column, message, rows read; of the part).
-    ``bar`` (a tqdm bar) counts the rows and is closed at the end."""
+               ) -> Iterator[dict[str, str]]:
+    """Yield the attributes of each ``<row>`` of a dump (a dict per row, in file order); an
+    XML error ends the stream and is stored in ``result.error`` (line, column, message,
+    rows read; of the part). ``bar`` (a tqdm bar) counts the rows and is closed at the end."""
     from lxml import etree
 
-    root = None
+    target = _RowTarget()
+    rows = target.rows
+    parser = etree.XMLParser(target=target, huge_tree=True)
     n = 0
-    try:
-        for _, el in etree.iterparse(fh, events=("end",), tag="row", huge_tree=True):
-            yield el
-            n += 1
-            if bar is not None and n & 8191 == 0:
-                bar.update(8192)
-            el.clear()
-            if root is None:
-                root = el.getparent()
-            if n % 4096 == 0 and root is not None:
-                root.clear()  # drop the cleared rows already parsed (memory stays flat)
-    except etree.XMLSyntaxError as exc:
-        line, column = exc.position if exc.position else (0, 0)
+    error = None
+    while True:
+        data = fh.read(FEED_BYTES)
+        try:
+            if data:
+                parser.feed(data)
+            else:
+                parser.close()
+        except etree.XMLSyntaxError as exc:  # the rows parsed before it are still yielded
+            error = exc
+        if rows:
+            n += len(rows)
+            if bar is not None:
+                bar.update(len(rows))
+            yield from rows
+            rows.clear()
+        if error is not None or not data:
+            break
+    if error is not None:
+        line, column = error.position if error.position else (0, 0)
         if rng is not None and rng.prefix and line == 1:
             column = column - len(rng.prefix) + rng.col0
-        result.error = {"file": str(path), "line": line, "column": column, "message": str(exc.msg or exc),
+        result.error = {"file": str(path), "line": line, "column": column, "message": str(error.msg or error),
                         "rows_before": n}
     if isinstance(fh, _RangeReader):
         result.newlines = fh.newlines
     if bar is not None:
-        bar.update(n % 8192)
         bar.close()
 
 
@@ -567,9 +600,8 @@ def parse_posts(
     bar = _progress(None, f"{site} posts" + (f" [{part}]" if byte_range else ""), progress, position)
     n = 0
     with _open_part(path, out_dir, byte_range) as fh:
-        for el in _iter_rows(fh, result, path, byte_range, bar):
+        for a in _iter_rows(fh, result, path, byte_range, bar):
             n += 1
-            a = el.attrib
             ptype_s = a.get("PostTypeId")
             id_s = a.get("Id")
             if ptype_s == "1" or ptype_s == "2":
@@ -666,12 +698,12 @@ def parse_votes(
     bar = _progress(None, f"{site} votes" + (f" [{part}]" if byte_range else ""), progress, position)
     n = 0
     with _open_part(path, out_dir, byte_range) as fh:
-        for el in _iter_rows(fh, result, path, byte_range, bar):
+        for a in _iter_rows(fh, result, path, byte_range, bar):
             n += 1
-            vt = el.get("VoteTypeId")
+            vt = a.get("VoteTypeId")
             if vt == "2" or vt == "3":
                 try:
-                    post = int(el.get("PostId"))  # type: ignore[arg-type]
+                    post = int(a.get("PostId"))  # type: ignore[arg-type]
                 except (TypeError, ValueError):
                     result.counts["malformed vote"] += 1
                     continue
