@@ -55,10 +55,37 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rankalign {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if os.environ.get("RANKALIGN_DEBUG") or not exc.name or exc.name.split(".")[0] == "rankalign":
+            raise
+        print(f"rankalign {args.command}: error: {_missing_package_hint(exc.name)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"rankalign {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _missing_package_hint(module: str) -> str:
+    """The install command for a missing ``module``: the extra of rankalign that lists it
+    (from the installed package metadata), or the package itself."""
+    import re
+    from importlib import metadata
+
+    top = module.split(".")[0]
+    known = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow"}
+    dist = known.get(top, top).lower().replace("_", "-")
+    extra = None
+    try:
+        for req in metadata.requires("rankalign") or []:
+            m = re.match(r"\s*([A-Za-z0-9_.\-]+).*extra\s*==\s*[\"']([^\"']+)[\"']", req)
+            if m and m.group(1).lower().replace("_", "-") == dist and m.group(2) not in ("all", "test"):
+                extra = m.group(2)
+                break
+    except metadata.PackageNotFoundError:
+        pass
+    how = f"pip install 'rankalign[{extra}]'" if extra else f"pip install {dist}"
+    return f"this command needs the package {top!r}, which is not installed; install it with: {how}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -954,7 +954,7 @@ def build_site(
                 res.tags["kept"].update(tags)
             bar.update(done.questions)
 
-        with open(res.kept_path, "w", encoding="utf-8") as out, open(info_path, "w", encoding="utf-8") as info:
+        with open(res.kept_path, "wb") as out, open(info_path, "wb") as info:
             for chunk in _question_chunks(reader):
                 job = (chunk, opts, has_votes, site)
                 if pool is None:
@@ -1076,8 +1076,8 @@ def _group_rows(data: bytes) -> list[list[tuple[Any, ...]]]:
 class ConvertResult:
     """What one conversion chunk produced: JSON lines, per-record statistics, drop counts."""
 
-    jsonl: str
-    info: str
+    jsonl: bytes
+    info: bytes
     stats: list[tuple[int, int, list[str]]]
     kept: int
     questions: int
@@ -1096,28 +1096,31 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str]) -> Conve
     non-empty stripped texts, at least ``min_answers`` >= 2 responses), and the chunk's first
     record is still re-read with :meth:`ListRecord.from_dict` as a guard against drift.
     """
+    import orjson
+
     data, opts, has_votes, site = args
     chunk = _group_rows(data)
     count_tokens = _TOKEN_COUNTERS.get(opts.tokenizer)
     if count_tokens is None:
         count_tokens = _TOKEN_COUNTERS[opts.tokenizer] = _tokens_counter(opts.tokenizer)
     counts = SiteResult(site, "")
-    lines: list[str] = []
-    info: list[str] = []
+    lines: list[bytes] = []
+    info: list[bytes] = []
     stats: list[tuple[int, int, list[str]]] = []
-    dumps = json.dumps
+    dumps = orjson.dumps
+    newline = orjson.OPT_APPEND_NEWLINE
     for group in chunk:
         rec = _finish_question(group, opts, count_tokens, counts, has_votes=has_votes, site=site)
         if rec is None:
             continue
         if not lines:
             ListRecord.from_dict(rec, where=f"site {site} question {rec['id']}")
-        lines.append(dumps(rec, ensure_ascii=False) + "\n")
+        lines.append(dumps(rec, option=newline))
         meta = rec["meta"]
         entry = (int(meta["created"][:4]), len(rec["responses"]), meta["tags"])
         stats.append(entry)
-        info.append(dumps(entry, ensure_ascii=False) + "\n")
-    return ConvertResult("".join(lines), "".join(info), stats, len(lines), len(chunk), counts.dropped,
+        info.append(dumps(entry, option=newline))
+    return ConvertResult(b"".join(lines), b"".join(info), stats, len(lines), len(chunk), counts.dropped,
                          counts.answers_dropped)
 
 
@@ -1351,6 +1354,7 @@ def _finish(
 ) -> BuildSummary:
     """Sample, split, write every output into a staging folder and rename into place."""
     import numpy as np
+    import orjson
 
     multi = len(sites) > 1
     total = sum(b.kept for b in built)
@@ -1370,13 +1374,13 @@ def _finish(
         n_test_w = int((assign == 2).sum())
         idx = 0
         for b in built:  # statistics of the output records (from the small .info files)
-            with open(Path(b.kept_path).with_suffix(".info"), encoding="utf-8") as finfo:
+            with open(Path(b.kept_path).with_suffix(".info"), "rb") as finfo:
                 for info in finfo:
                     where = assign[idx]
                     idx += 1
                     if not where:
                         continue
-                    year, n_resp, rec_tags = json.loads(info)
+                    year, n_resp, rec_tags = orjson.loads(info)
                     row = out_years.setdefault(year, dict.fromkeys(POOL_SIZES, 0))
                     for k in POOL_SIZES:
                         if n_resp >= k:
@@ -1434,19 +1438,18 @@ def _finish(
         stats_job = executor.submit(_write_stats, stats, staging) if executor is not None else None
         try:
             idx = 0
-            with open(staging / "train.jsonl", "w", encoding="utf-8") as ftr, \
-                    open(staging / "test.jsonl", "w", encoding="utf-8") as fte:
+            with open(staging / "train.jsonl", "wb") as ftr, open(staging / "test.jsonl", "wb") as fte:
                 for b in built:
-                    with open(b.kept_path, encoding="utf-8") as fh:
+                    with open(b.kept_path, "rb") as fh:
                         for line in fh:
                             where = assign[idx]
                             idx += 1
                             if not where:
                                 continue
                             if multi:
-                                d = json.loads(line)
+                                d = orjson.loads(line)
                                 d["id"] = f"{b.site}/{d['id']}"
-                                line = json.dumps(d, ensure_ascii=False) + "\n"
+                                line = orjson.dumps(d, option=orjson.OPT_APPEND_NEWLINE)
                             (ftr if where == 1 else fte).write(line)
         finally:
             if stats_job is not None:
