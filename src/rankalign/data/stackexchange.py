@@ -900,11 +900,14 @@ def build_site(
         res.pool_by_year["D_Q"] = _pool_stats_sql(con, "acc_found")
         code_cond = "acc_found AND has_code" if opts.code_filter else "acc_found"
         res.pool_by_year["D_C"] = _pool_stats_sql(con, code_cond)
-        res.tags["D_C"] = Counter()
-        for (tags,) in con.execute(
-                f"SELECT p.tags FROM posts p SEMI JOIN (SELECT seq FROM qstat WHERE {code_cond}) s ON p.seq = s.seq"
-        ).fetchall():
-            res.tags["D_C"].update(_split_tags(tags))
+        # tag counts of D_C in SQL, split exactly as _split_tags does
+        res.tags["D_C"] = Counter(dict(con.execute(f"""
+            SELECT tag, count(*) FROM (
+                SELECT unnest(CASE WHEN starts_with(p.tags, '<') THEN string_split(p.tags[2:-2], '><')
+                                   ELSE string_split(p.tags, '|') END) AS tag
+                FROM posts p SEMI JOIN (SELECT seq FROM qstat WHERE {code_cond}) s ON p.seq = s.seq
+                WHERE p.tags IS NOT NULL AND p.tags <> '')
+            WHERE tag <> '' GROUP BY tag""").fetchall()))
 
         votes_join = ""
         votes_cols = "NULL::BIGINT AS up, NULL::BIGINT AS down"
@@ -946,12 +949,8 @@ def build_site(
             res.kept += done.kept
             res.dropped.update(done.dropped)
             res.answers_dropped.update(done.answers_dropped)
-            for year, n_resp, tags in done.stats:
-                row = final_years.setdefault(year, dict.fromkeys(POOL_SIZES, 0))
-                for k in POOL_SIZES:
-                    if n_resp >= k:
-                        row[k] += 1
-                res.tags["kept"].update(tags)
+            _merge_years(final_years, done.years)
+            res.tags["kept"].update(done.tags)
             bar.update(done.questions)
 
         with open(res.kept_path, "wb") as out, open(info_path, "wb") as info:
@@ -1078,7 +1077,8 @@ class ConvertResult:
 
     jsonl: bytes
     info: bytes
-    stats: list[tuple[int, int, list[str]]]
+    years: dict[int, dict[int, int]]
+    tags: Counter
     kept: int
     questions: int
     dropped: Counter
@@ -1106,7 +1106,8 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str]) -> Conve
     counts = SiteResult(site, "")
     lines: list[bytes] = []
     info: list[bytes] = []
-    stats: list[tuple[int, int, list[str]]] = []
+    years: dict[int, dict[int, int]] = {}
+    tags: Counter = Counter()
     dumps = orjson.dumps
     newline = orjson.OPT_APPEND_NEWLINE
     for group in chunk:
@@ -1118,10 +1119,21 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str]) -> Conve
         lines.append(dumps(rec, option=newline))
         meta = rec["meta"]
         entry = (int(meta["created"][:4]), len(rec["responses"]), meta["tags"])
-        stats.append(entry)
+        _count_pool(years, entry[0], entry[1])
+        tags.update(entry[2])
         info.append(dumps(entry, option=newline))
-    return ConvertResult(b"".join(lines), b"".join(info), stats, len(lines), len(chunk), counts.dropped,
+    return ConvertResult(b"".join(lines), b"".join(info), years, tags, len(lines), len(chunk), counts.dropped,
                          counts.answers_dropped)
+
+
+def _count_pool(years: dict[int, dict[int, int]], year: int, n_responses: int) -> None:
+    """Count one question of ``year`` under every pool-size threshold it reaches (Table 7)."""
+    row = years.get(year)
+    if row is None:
+        row = years[year] = dict.fromkeys(POOL_SIZES, 0)
+    for k in POOL_SIZES:
+        if n_responses >= k:
+            row[k] += 1
 
 
 def _finish_question(
@@ -1372,22 +1384,23 @@ def _finish(
         out_tags: Counter = Counter()
         n_train = int((assign == 1).sum())
         n_test_w = int((assign == 2).sum())
-        idx = 0
-        for b in built:  # statistics of the output records (from the small .info files)
-            with open(Path(b.kept_path).with_suffix(".info"), "rb") as finfo:
-                for info in finfo:
-                    where = assign[idx]
-                    idx += 1
-                    if not where:
-                        continue
-                    year, n_resp, rec_tags = orjson.loads(info)
-                    row = out_years.setdefault(year, dict.fromkeys(POOL_SIZES, 0))
-                    for k in POOL_SIZES:
-                        if n_resp >= k:
-                            row[k] += 1
-                    out_tags.update(rec_tags)
-        if idx != total:
-            raise RuntimeError(f"internal error: {idx} statistics lines for {total} kept records")
+        if len(chosen) == total:  # every kept record is in the output: the same statistics
+            for b in built:
+                _merge_years(out_years, b.pool_by_year.get("kept", {}))
+                out_tags.update(b.tags.get("kept", Counter()))
+        else:  # statistics of the sampled records (from the small .info files)
+            idx = 0
+            for b in built:
+                with open(Path(b.kept_path).with_suffix(".info"), "rb") as finfo:
+                    for info in finfo:
+                        where = assign[idx]
+                        idx += 1
+                        if where:
+                            year, n_resp, rec_tags = orjson.loads(info)
+                            _count_pool(out_years, year, n_resp)
+                            out_tags.update(rec_tags)
+            if idx != total:
+                raise RuntimeError(f"internal error: {idx} statistics lines for {total} kept records")
         rows: Counter = Counter()
         examples: list[str] = []
         for r in parsed:
