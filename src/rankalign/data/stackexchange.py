@@ -778,7 +778,8 @@ class SiteResult:
     """What the join/filter stage of one site kept and dropped."""
 
     site: str
-    kept_path: str
+    kept_dir: str
+    kept_parts: list[str] = field(default_factory=list)  # JSON-lines files in question-Id order
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
     answers_dropped: Counter = field(default_factory=Counter)
@@ -829,11 +830,12 @@ def _ddl(con: Any, sql: str) -> None:
 
 def build_site(
     site: str, posts_chunks: list[str], votes_chunks: list[str], opts: StackExchangeOptions,
-    work_dir: Path, *, position: int = 0, pool: ProcessPoolExecutor | None = None,
+    work_dir: Path, *, position: int = 0, pool: ProcessPoolExecutor | None = None, id_prefix: str = "",
 ) -> SiteResult:
     """Join answers to questions, apply the StaCoCoQA filters, convert and write the kept
-    records (one JSON object per line, ordered by question Id) to ``work_dir/kept-<site>.jsonl``
-    (and, per record, ``[year, responses, tags]`` to ``kept-<site>.info`` for the statistics).
+    records (one JSON object per line, ordered by question Id) to ``work_dir/kept-<site>-<k>.jsonl``,
+    one file per conversion chunk, written by the worker that converted it (and, per record,
+    ``[year, responses, tags]`` to ``kept-<site>-<k>.info`` for the statistics of a sample).
 
     Only the questions that pass the cheap filters in DuckDB (and their vote-filtered
     answers) reach the HTML conversion, in chunks of :data:`CONVERT_QUESTIONS` questions
@@ -842,13 +844,10 @@ def build_site(
     import duckdb
 
     t0 = time.perf_counter()
-    res = SiteResult(site, str(work_dir / f"kept-{site}.jsonl"))
-    info_path = Path(res.kept_path).with_suffix(".info")
+    res = SiteResult(site, str(work_dir))
     if opts.tokenizer is not None and opts.tokenizer not in _TOKEN_COUNTERS:  # fail early on a bad tokenizer
         _TOKEN_COUNTERS[opts.tokenizer] = _tokens_counter(opts.tokenizer)
     if not posts_chunks:
-        Path(res.kept_path).write_text("")
-        info_path.write_text("")
         return res
     spill = Path(tempfile.mkdtemp(prefix="duckdb-", dir=work_dir))
     con = duckdb.connect(config={"memory_limit": opts.duckdb_memory, "temp_directory": str(spill),
@@ -944,8 +943,7 @@ def build_site(
         max_pending = 2 * (pool._max_workers if pool is not None else 1)  # type: ignore[attr-defined]
 
         def collect(done: ConvertResult) -> None:
-            out.write(done.jsonl)
-            info.write(done.info)
+            res.kept_parts.append(done.path)
             res.kept += done.kept
             res.dropped.update(done.dropped)
             res.answers_dropped.update(done.answers_dropped)
@@ -953,17 +951,16 @@ def build_site(
             res.tags["kept"].update(done.tags)
             bar.update(done.questions)
 
-        with open(res.kept_path, "wb") as out, open(info_path, "wb") as info:
-            for chunk in _question_chunks(reader):
-                job = (chunk, opts, has_votes, site)
-                if pool is None:
-                    collect(_convert_chunk(job))
-                    continue
-                pending.append(pool.submit(_convert_chunk, job))
-                while len(pending) >= max_pending:
-                    collect(pending.popleft().result())
-            while pending:
+        for k, chunk in enumerate(_question_chunks(reader)):
+            job = (chunk, opts, has_votes, site, id_prefix, str(work_dir / f"kept-{site}-{k:06d}.jsonl"))
+            if pool is None:
+                collect(_convert_chunk(job))
+                continue
+            pending.append(pool.submit(_convert_chunk, job))
+            while len(pending) >= max_pending:
                 collect(pending.popleft().result())
+        while pending:
+            collect(pending.popleft().result())
         bar.close()
         res.pool_by_year["kept"] = final_years
     except duckdb.OutOfMemoryException as exc:
@@ -1073,10 +1070,10 @@ def _group_rows(data: bytes) -> list[list[tuple[Any, ...]]]:
 
 @dataclass
 class ConvertResult:
-    """What one conversion chunk produced: JSON lines, per-record statistics, drop counts."""
+    """What one conversion chunk produced: its JSON-lines file (and the ``.info`` file beside
+    it: ``[year, responses, tags]`` per record), statistics and drop counts."""
 
-    jsonl: bytes
-    info: bytes
+    path: str
     years: dict[int, dict[int, int]]
     tags: Counter
     kept: int
@@ -1088,8 +1085,9 @@ class ConvertResult:
 _TOKEN_COUNTERS: dict[str | None, Callable[[str], int]] = {}
 
 
-def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str]) -> ConvertResult:
-    """HTML to text, text filters and records for a chunk of candidate questions (runs in a worker).
+def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str, str, str]) -> ConvertResult:
+    """HTML to text, text filters and records for a chunk of candidate questions (runs in a
+    worker, which writes the records to the chunk's own file: the main process only gets counts).
 
     The JSON lines are written straight from dicts in :meth:`ListRecord.to_dict`'s shape;
     every field is valid by construction (ints from Arrow, dates checked while parsing,
@@ -1098,7 +1096,7 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str]) -> Conve
     """
     import orjson
 
-    data, opts, has_votes, site = args
+    data, opts, has_votes, site, id_prefix, path = args
     chunk = _group_rows(data)
     count_tokens = _TOKEN_COUNTERS.get(opts.tokenizer)
     if count_tokens is None:
@@ -1111,7 +1109,7 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str]) -> Conve
     dumps = orjson.dumps
     newline = orjson.OPT_APPEND_NEWLINE
     for group in chunk:
-        rec = _finish_question(group, opts, count_tokens, counts, has_votes=has_votes, site=site)
+        rec = _finish_question(group, opts, count_tokens, counts, has_votes=has_votes, site=site, id_prefix=id_prefix)
         if rec is None:
             continue
         if not lines:
@@ -1122,8 +1120,11 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str]) -> Conve
         _count_pool(years, entry[0], entry[1])
         tags.update(entry[2])
         info.append(dumps(entry, option=newline))
-    return ConvertResult(b"".join(lines), b"".join(info), years, tags, len(lines), len(chunk), counts.dropped,
-                         counts.answers_dropped)
+    with open(path, "wb") as fh:
+        fh.write(b"".join(lines))
+    with open(Path(path).with_suffix(".info"), "wb") as fh:
+        fh.write(b"".join(info))
+    return ConvertResult(path, years, tags, len(lines), len(chunk), counts.dropped, counts.answers_dropped)
 
 
 def _count_pool(years: dict[int, dict[int, int]], year: int, n_responses: int) -> None:
@@ -1138,7 +1139,7 @@ def _count_pool(years: dict[int, dict[int, int]], year: int, n_responses: int) -
 
 def _finish_question(
     group: list[tuple[Any, ...]], opts: StackExchangeOptions, count_tokens: Callable[[str], int],
-    res: SiteResult, *, has_votes: bool, site: str,
+    res: SiteResult, *, has_votes: bool, site: str, id_prefix: str = "",
 ) -> dict[str, Any] | None:
     """Convert one candidate question and its (vote-filtered) answers (rows in
     :data:`_STREAM_COLS` order); apply the text filters; the record's JSON form or ``None``."""
@@ -1190,7 +1191,7 @@ def _finish_question(
     if has_votes:
         meta["up"] = q_up
         meta["down"] = q_down
-    return {"id": str(q_id), "prompt": prompt, "responses": responses, "meta": meta}
+    return {"id": f"{id_prefix}{q_id}", "prompt": prompt, "responses": responses, "meta": meta}
 
 
 # ---------------------------------------------------------------------------- the whole build
@@ -1301,7 +1302,8 @@ def build_stacocoqa(
         for s in sites:  # DuckDB uses `workers` threads; the HTML conversion runs in the pool
             pc = [c for r in parsed if r.site == s.name and r.kind == "posts" for c in r.chunks]
             vc = [c for r in parsed if r.site == s.name and r.kind == "votes" for c in r.chunks]
-            built.append(build_site(s.name, pc, vc, opts, Path(tmp), pool=pool))
+            built.append(build_site(s.name, pc, vc, opts, Path(tmp), pool=pool,
+                                    id_prefix=f"{s.name}/" if len(sites) > 1 else ""))
         t_join = time.perf_counter() - t0 - t_parse
         seconds = {"parse": round(t_parse, 3), "join_convert": round(t_join, 3),
                    "total": round(time.perf_counter() - t0, 3)}
@@ -1368,7 +1370,6 @@ def _finish(
     import numpy as np
     import orjson
 
-    multi = len(sites) > 1
     total = sum(b.kept for b in built)
     rng = np.random.default_rng(opts.seed)
     chosen = np.arange(total) if opts.sample is None or opts.sample >= total else np.sort(
@@ -1391,14 +1392,15 @@ def _finish(
         else:  # statistics of the sampled records (from the small .info files)
             idx = 0
             for b in built:
-                with open(Path(b.kept_path).with_suffix(".info"), "rb") as finfo:
-                    for info in finfo:
-                        where = assign[idx]
-                        idx += 1
-                        if where:
-                            year, n_resp, rec_tags = orjson.loads(info)
-                            _count_pool(out_years, year, n_resp)
-                            out_tags.update(rec_tags)
+                for part in b.kept_parts:
+                    with open(Path(part).with_suffix(".info"), "rb") as finfo:
+                        for info in finfo:
+                            where = assign[idx]
+                            idx += 1
+                            if where:
+                                year, n_resp, rec_tags = orjson.loads(info)
+                                _count_pool(out_years, year, n_resp)
+                                out_tags.update(rec_tags)
             if idx != total:
                 raise RuntimeError(f"internal error: {idx} statistics lines for {total} kept records")
         rows: Counter = Counter()
@@ -1452,18 +1454,13 @@ def _finish(
         try:
             idx = 0
             with open(staging / "train.jsonl", "wb") as ftr, open(staging / "test.jsonl", "wb") as fte:
-                for b in built:
-                    with open(b.kept_path, "rb") as fh:
-                        for line in fh:
-                            where = assign[idx]
-                            idx += 1
-                            if not where:
-                                continue
-                            if multi:
-                                d = orjson.loads(line)
-                                d["id"] = f"{b.site}/{d['id']}"
-                                line = orjson.dumps(d, option=orjson.OPT_APPEND_NEWLINE)
-                            (ftr if where == 1 else fte).write(line)
+                for part in (p for b in built for p in b.kept_parts):
+                    with open(part, "rb") as fh:
+                        lines = fh.readlines()
+                    where = assign[idx: idx + len(lines)].tolist()
+                    idx += len(lines)
+                    ftr.write(b"".join(line for line, w in zip(lines, where, strict=True) if w == 1))
+                    fte.write(b"".join(line for line, w in zip(lines, where, strict=True) if w == 2))
         finally:
             if stats_job is not None:
                 stats_job.result()
