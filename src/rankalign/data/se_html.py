@@ -17,7 +17,10 @@ BeautifulSoup's tree wrapper, many times faster) and keep what matters for progr
   (``&foo;``) is left as written;
 - outside code, runs of three or more newlines collapse to one blank line.
 
-Only lxml is needed (imported inside the functions).
+The tree walk runs in C (``rankalign.data._html_walk``, built with the package when a
+compiler is at hand; about twice as fast) or, without it, in Python with the same result;
+``RANKALIGN_PURE_PYTHON=1`` forces the Python walk. Only lxml is needed (imported inside
+the functions).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ _CODE_RE = re.compile(r"<code[\s>]", re.IGNORECASE)
 _MANY_NEWLINES = re.compile(r"\n\s*\n")  # starts at a newline: fast to scan
 _PARSER: Any = None
 _ETREE: Any = None
+#: the C walk (rankalign.data._html_walk, built when a compiler was at hand), or None
+_C_WALK: Any = None
 _FENCE = "\x00{}\x00"
 
 
@@ -56,12 +61,13 @@ def html_to_text(html: str | None) -> str:
     """
     if html is None or not html.strip():
         return ""
-    global _PARSER, _ETREE
+    global _PARSER, _ETREE, _C_WALK
     if _PARSER is None:  # a plain HTML parser: no lxml.html element classes (3x faster)
         from lxml import etree
 
         _ETREE = etree
         _PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True)
+        _C_WALK = _load_c_walk()
     etree = _ETREE
     try:
         doc = etree.fromstring(f"<html><body><div>{html}</div></body></html>", _PARSER)
@@ -73,13 +79,11 @@ def html_to_text(html: str | None) -> str:
     root = doc[0] if len(doc) and doc[0].tag == "body" else doc.find("body")
     if root is None:
         return html.strip()
-    parts: list[str] = []
-    codes: list[str] = []
     try:
-        _walk(root, parts, codes)
+        raw, codes = _C_WALK(root) if _C_WALK is not None else _py_walk(root)
     except RecursionError:  # absurdly nested HTML: fall back to the bare text
         return " ".join("".join(root.itertext()).split())
-    text = _MANY_NEWLINES.sub("\n\n", "".join(parts)).strip()
+    text = _MANY_NEWLINES.sub("\n\n", raw).strip()
     if codes:
         text = _PLACEHOLDER.sub(lambda m: codes[int(m.group(1))], text)
     return text
@@ -90,6 +94,37 @@ _PRE, _CODE, _BR, _HR, _IMG, _LI, _CELL, _SKIP, _BLOCK = range(1, 10)
 _KIND = {"pre": _PRE, "code": _CODE, "br": _BR, "hr": _HR, "img": _IMG, "li": _LI, "td": _CELL, "th": _CELL,
          "script": _SKIP, "style": _SKIP, **dict.fromkeys(_BLOCK_TAGS, _BLOCK)}
 _PLACEHOLDER = re.compile("\x00(\\d+)\x00")
+
+
+def _py_walk(root: Any) -> tuple[str, list[str]]:
+    """The walk in Python: ``(text with "\\0<i>\\0" code placeholders, fenced code blocks)``."""
+    parts: list[str] = []
+    codes: list[str] = []
+    _walk(root, parts, codes)
+    return "".join(parts), codes
+
+
+_SELF_TEST = ("<p>a &amp; <code>b</code></p><pre><code>\nx &lt; 1\n\n</code></pre><ul><li>c<br>d</li></ul>"
+              "<img alt='e'><table><tr><td>f</td></tr></table><script>g</script><hr>h")
+
+
+def _load_c_walk() -> Any:
+    """The compiled walk when it is built, works with this lxml and gives the Python walk's
+    result on a sample that uses every rule; else None (the Python walk is used)."""
+    import os
+
+    if os.environ.get("RANKALIGN_PURE_PYTHON"):
+        return None
+    try:
+        from rankalign.data._html_walk import walk
+    except ImportError:
+        return None
+    doc = _ETREE.fromstring(f"<html><body><div>{_SELF_TEST}</div></body></html>", _PARSER)
+    try:
+        same = walk(doc[0]) == _py_walk(doc[0])
+    except Exception:  # any failure means: do not use it
+        same = False
+    return walk if same else None
 
 
 def _walk(el: Any, out: list[str], codes: list[str]) -> None:

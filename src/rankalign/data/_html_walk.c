@@ -1,0 +1,220 @@
+/*
+ * rankalign.data._html_walk: the tree walk of rankalign.data.se_html in C.
+ *
+ * walk(element) -> (text, codes) takes the <body> element of a document that lxml parsed
+ * with its HTML parser (comments and processing instructions removed) and returns exactly
+ * what the Python walk of se_html builds before its final clean-up: the text with each
+ * <pre> block replaced by the placeholder "\0<i>\0", and the fenced code blocks. The
+ * rules (which tag does what) are the Python walk's, see se_html._walk; tests compare the
+ * two on real and random bodies.
+ *
+ * Only struct fields are read: the node structs of libxml2 (its headers ship with lxml)
+ * and the public element struct of lxml (lxml.etree.h: PyObject_HEAD, _doc, _c_node,
+ * _tag). No libxml2 function is called, so nothing is linked. The caller checks that the
+ * argument is an lxml element; the element keeps its document alive during the call.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+#include <libxml/tree.h>
+
+/* lxml.etree.h, struct LxmlElement (public and stable since lxml 2) */
+struct rankalign_lxml_element {
+    PyObject_HEAD
+    void *_doc;
+    xmlNode *_c_node;
+    PyObject *_tag;
+};
+
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+} buf_t;
+
+static int buf_add(buf_t *b, const char *s, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n) cap *= 2;
+        char *p = PyMem_Realloc(b->data, cap);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+static int buf_str(buf_t *b, const char *s) { return buf_add(b, s, strlen(s)); }
+
+enum { K_INLINE, K_PRE, K_CODE, K_BR, K_HR, K_IMG, K_LI, K_CELL, K_SKIP, K_BLOCK };
+
+static const char *BLOCK_TAGS[] = {
+    "p", "div", "blockquote", "ul", "ol", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
+    "dl", "dt", "dd", "section", "article", "details", "summary", "thead", "tbody", NULL,
+};
+
+static int kind_of(const xmlChar *name) {
+    const char *n = (const char *)name;
+    if (n == NULL) return K_INLINE;
+    if (!strcmp(n, "pre")) return K_PRE;
+    if (!strcmp(n, "code")) return K_CODE;
+    if (!strcmp(n, "br")) return K_BR;
+    if (!strcmp(n, "hr")) return K_HR;
+    if (!strcmp(n, "img")) return K_IMG;
+    if (!strcmp(n, "li")) return K_LI;
+    if (!strcmp(n, "td") || !strcmp(n, "th")) return K_CELL;
+    if (!strcmp(n, "script") || !strcmp(n, "style")) return K_SKIP;
+    for (const char **t = BLOCK_TAGS; *t; t++) {
+        if (!strcmp(n, *t)) return K_BLOCK;
+    }
+    return K_INLINE;
+}
+
+static int is_text(const xmlNode *n) {
+    return n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE;
+}
+
+/* lxml's element children: elements, comments, processing instructions, entity references */
+static int is_child(const xmlNode *n) {
+    return n->type == XML_ELEMENT_NODE || n->type == XML_COMMENT_NODE || n->type == XML_PI_NODE ||
+           n->type == XML_ENTITY_REF_NODE;
+}
+
+static int add_text(buf_t *b, const xmlNode *n) {
+    return n->content ? buf_str(b, (const char *)n->content) : 0;
+}
+
+/* itertext(): every text node under `el`, in document order (not el's tail) */
+static int itertext(buf_t *b, const xmlNode *el, int depth) {
+    if (depth > 10000) return 0;
+    for (const xmlNode *c = el->children; c != NULL; c = c->next) {
+        if (is_text(c)) {
+            if (add_text(b, c) < 0) return -1;
+        } else if (c->type == XML_ELEMENT_NODE) {
+            if (itertext(b, c, depth + 1) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+static int walk(buf_t *out, PyObject *codes, const xmlNode *el, int depth);
+
+/* one child element of a walked element (its content and what it adds around it) */
+static int child(buf_t *out, PyObject *codes, const xmlNode *c, int depth) {
+    if (c->type != XML_ELEMENT_NODE) return 0; /* comment, PI, entity ref: dropped, tail kept */
+    switch (kind_of(c->name)) {
+    case K_INLINE:
+        return walk(out, codes, c, depth + 1);
+    case K_BLOCK:
+        if (buf_add(out, "\n\n", 2) < 0 || walk(out, codes, c, depth + 1) < 0) return -1;
+        return buf_add(out, "\n\n", 2);
+    case K_CODE:
+        if (buf_add(out, "`", 1) < 0 || itertext(out, c, depth + 1) < 0) return -1;
+        return buf_add(out, "`", 1);
+    case K_PRE: {
+        buf_t code = {0};
+        buf_t fence = {0};
+        int rc = -1;
+        char ph[32];
+        if (itertext(&code, c, depth + 1) < 0) goto pre_done;
+        size_t start = 0, end = code.len;
+        while (start < end && code.data[start] == '\n') start++;
+        while (end > start && code.data[end - 1] == '\n') end--;
+        if (buf_add(&fence, "```\n", 4) < 0 || buf_add(&fence, code.data ? code.data + start : "", end - start) < 0 ||
+            buf_add(&fence, "\n```", 4) < 0)
+            goto pre_done;
+        PyObject *s = PyUnicode_DecodeUTF8(fence.data, (Py_ssize_t)fence.len, "replace");
+        if (s == NULL) goto pre_done;
+        if (PyList_Append(codes, s) < 0) {
+            Py_DECREF(s);
+            goto pre_done;
+        }
+        Py_DECREF(s);
+        int n = snprintf(ph, sizeof ph, "\n\n%c%zd%c\n\n", 0, PyList_GET_SIZE(codes) - 1, 0);
+        rc = buf_add(out, ph, (size_t)n);
+    pre_done:
+        PyMem_Free(code.data);
+        PyMem_Free(fence.data);
+        return rc;
+    }
+    case K_LI:
+        if (buf_add(out, "\n- ", 3) < 0 || walk(out, codes, c, depth + 1) < 0) return -1;
+        return buf_add(out, "\n", 1);
+    case K_BR:
+        return buf_add(out, "\n", 1);
+    case K_HR:
+        return buf_add(out, "\n\n---\n\n", 7);
+    case K_IMG:
+        for (const xmlAttr *a = c->properties; a != NULL; a = a->next) {
+            if (a->ns == NULL && a->name && !strcmp((const char *)a->name, "alt")) {
+                for (const xmlNode *t = a->children; t != NULL; t = t->next) {
+                    if (is_text(t) && add_text(out, t) < 0) return -1;
+                }
+                break;
+            }
+        }
+        return 0;
+    case K_CELL:
+        if (walk(out, codes, c, depth + 1) < 0) return -1;
+        return buf_add(out, " ", 1);
+    default: /* K_SKIP: script, style */
+        return 0;
+    }
+}
+
+/* the content of `el` (its text, then each child and the child's tail), not el's own tail */
+static int walk(buf_t *out, PyObject *codes, const xmlNode *el, int depth) {
+    if (depth > 10000) {
+        PyErr_SetString(PyExc_RecursionError, "HTML nested too deeply");
+        return -1;
+    }
+    for (const xmlNode *c = el->children; c != NULL; c = c->next) {
+        if (is_text(c)) {
+            if (add_text(out, c) < 0) return -1;
+        } else if (is_child(c)) {
+            if (child(out, codes, c, depth) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_walk(PyObject *self, PyObject *arg) {
+    (void)self;
+    const xmlNode *node = ((struct rankalign_lxml_element *)arg)->_c_node;
+    if (node == NULL) {
+        PyErr_SetString(PyExc_ValueError, "element without a node");
+        return NULL;
+    }
+    PyObject *codes = PyList_New(0);
+    if (codes == NULL) return NULL;
+    buf_t out = {0};
+    if (walk(&out, codes, node, 0) < 0) {
+        PyMem_Free(out.data);
+        Py_DECREF(codes);
+        return NULL;
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(out.data ? out.data : "", (Py_ssize_t)out.len, "replace");
+    PyMem_Free(out.data);
+    if (text == NULL) {
+        Py_DECREF(codes);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", text, codes);
+}
+
+static PyMethodDef methods[] = {
+    {"walk", py_walk, METH_O,
+     "walk(body_element) -> (text with \\0<i>\\0 code placeholders, [fenced code blocks])"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_html_walk", "The tree walk of rankalign.data.se_html in C.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__html_walk(void) { return PyModule_Create(&module); }
