@@ -1456,11 +1456,8 @@ def _finish(
             with open(staging / "train.jsonl", "wb") as ftr, open(staging / "test.jsonl", "wb") as fte:
                 for part in (p for b in built for p in b.kept_parts):
                     with open(part, "rb") as fh:
-                        lines = fh.readlines()
-                    where = assign[idx: idx + len(lines)].tolist()
-                    idx += len(lines)
-                    ftr.write(b"".join(line for line, w in zip(lines, where, strict=True) if w == 1))
-                    fte.write(b"".join(line for line, w in zip(lines, where, strict=True) if w == 2))
+                        data = fh.read()
+                    idx += _route_lines(data, assign[idx:], (None, ftr, fte))
         finally:
             if stats_job is not None:
                 stats_job.result()
@@ -1475,6 +1472,28 @@ def _finish(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary
+
+
+def _route_lines(data: bytes, assign: Any, files: tuple[Any, ...]) -> int:
+    """Write each line of ``data`` to ``files[assign[i]]`` (``None``: dropped), as runs of
+    consecutive lines that go to the same file, sliced from ``data`` without copies.
+    Returns the number of lines."""
+    import numpy as np
+
+    if not data:
+        return 0
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1  # after each "\n"
+    n = len(ends)
+    where = np.asarray(assign[:n])
+    change = np.flatnonzero(where[1:] != where[:-1]) + 1  # first line of each run but the first
+    starts = np.concatenate(([0], change))
+    stops = np.concatenate((change, [n]))
+    view = memoryview(data)
+    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+        fh = files[int(where[a])]
+        if fh is not None:
+            fh.write(view[(int(ends[a - 1]) if a else 0): int(ends[b - 1])])
+    return n
 
 
 def _top_tags(counter: Counter, k: int = 90) -> list[dict[str, Any]]:
