@@ -5,7 +5,10 @@ For each size (default 0.25, 0.5 and 1 GiB) it generates a synthetic ``Posts.xml
 
 - bare ``lxml.etree.iterparse`` of the file in this process, reading the attributes the
   pipeline reads (Id, PostTypeId, ParentId, AcceptedAnswerId, CreationDate, Score, Title,
-  Tags, Body) and clearing rows as they come (the floor a single-stream parser pays), rows/s;
+  Tags, Body) and clearing rows as they come (the issue's reference), rows/s;
+- two lower floors of one stream, for the analysis: lxml's parser-target interface with an
+  attribute dict per row (what the pipeline's parse workers use) and libxml2 alone (a
+  target with no callbacks: nothing reaches Python);
 - the whole pipeline (parse to Parquet, DuckDB join and filters, HTML to text, records,
   split, statistics) as a subprocess, rows/s over its wall time, and the peak resident
   memory of its whole process tree (polled every 0.1 s with psutil);
@@ -55,6 +58,39 @@ def bare_iterparse(path: Path) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
+class _RowsOnly:
+    """Parser target: keep nothing but a row count (attribute dicts are built and dropped)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def start(self, tag: str, attrib: dict) -> None:
+        if tag == "row":
+            self.n += 1
+
+    def close(self) -> int:
+        return self.n
+
+
+class _Nothing:
+    """Parser target without callbacks: libxml2 parses, nothing is handed to Python."""
+
+    def close(self) -> None:
+        return None
+
+
+def bare_target(path: Path, target: object) -> float:
+    from lxml import etree
+
+    t0 = time.perf_counter()
+    parser = etree.XMLParser(target=target, huge_tree=True)
+    with open(path, "rb") as fh:
+        while data := fh.read(1 << 20):
+            parser.feed(data)
+    parser.close()
+    return time.perf_counter() - t0
+
+
 def run_pipeline(path: Path, out: Path, workers: int) -> dict:
     cmd = [sys.executable, "-m", "rankalign", "data", "stackexchange", str(path), "--out", str(out),
            "-q", "--workers", str(workers)]
@@ -97,10 +133,13 @@ def main() -> None:
         pipe = run_pipeline(path, args.dir / f"out{int(mb)}", args.workers)
         _n2, t_bare2 = bare_iterparse(path)  # again after: the load of the shared machine drifts
         t_bare = min(t_bare, t_bare2)
+        t_target = bare_target(path, _RowsOnly())
+        t_floor = bare_target(path, _Nothing())
         row = {
             "size_mb": round(path.stat().st_size / 2**20, 1), "rows": n,
             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "iterparse_s": round(t_bare, 2), "iterparse_rows_per_s": round(n / t_bare),
+            "parser_target_rows_per_s": round(n / t_target), "libxml2_only_rows_per_s": round(n / t_floor),
             "pipeline_rows_per_s": round(pipe["rows"] / pipe["wall_s"]),
             "pipeline_vs_iterparse": round((pipe["rows"] / pipe["wall_s"]) / (n / t_bare), 3),
             **{k: v for k, v in pipe.items() if k != "stdout"},

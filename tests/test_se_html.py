@@ -44,7 +44,8 @@ def _soup(rng: random.Random, depth: int = 0) -> str:
         r = rng.random()
         if r < 0.35:
             parts.append(rng.choice(["x", "if a &lt; b", "  ", "\n", "\n\n\n", "&amp;", "&#39;q&#39;", "\u00e9",
-                                     "&bogus;", "tab\tx", " y ", "&#x1F600;"]))
+                                     "&bogus;", "tab\tx", " y ", "&#x1F600;", "\u00a0", "\n\u2003\n", "\u3000",
+                                     "&#x85;", "\n&nbsp;\n", "\u200b", "\r\n"]))
         elif r < 0.75 and depth < 5:
             tag = rng.choice(_TAGS)
             close = f"</{tag}>" if rng.random() < 0.8 else ""

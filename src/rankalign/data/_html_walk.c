@@ -1,12 +1,11 @@
 /*
  * rankalign.data._html_walk: the tree walk of rankalign.data.se_html in C.
  *
- * walk(element) -> (text, codes) takes the <body> element of a document that lxml parsed
- * with its HTML parser (comments and processing instructions removed) and returns exactly
- * what the Python walk of se_html builds before its final clean-up: the text with each
- * <pre> block replaced by the placeholder "\0<i>\0", and the fenced code blocks. The
- * rules (which tag does what) are the Python walk's, see se_html._walk; tests compare the
- * two on real and random bodies.
+ * walk(element) -> str takes the <body> element of a document that lxml parsed with its
+ * HTML parser (comments and processing instructions removed) and returns what the Python
+ * code of se_html returns for it: the walk (which tag does what, see se_html._walk) and the
+ * clean-up (blank-line runs outside code collapsed with Python's notion of whitespace, the
+ * text stripped, code blocks put in). Tests compare the two on real and random bodies.
  *
  * Only struct fields are read: the node structs of libxml2 (its headers ship with lxml)
  * and the public element struct of lxml (lxml.etree.h: PyObject_HEAD, _doc, _c_node,
@@ -183,6 +182,87 @@ static int walk(buf_t *out, PyObject *codes, const xmlNode *el, int depth) {
     return 0;
 }
 
+/* byte length of the whitespace character at p (Python's str.isspace / re's \s), else 0 */
+static size_t ws_len(const unsigned char *p, const unsigned char *end) {
+    unsigned char c = p[0];
+    if ((c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20)) return 1;
+    if (c == 0xc2 && p + 1 < end && (p[1] == 0x85 || p[1] == 0xa0)) return 2;
+    if (p + 2 >= end) return 0;
+    if (c == 0xe1 && p[1] == 0x9a && p[2] == 0x80) return 3;                       /* U+1680 */
+    if (c == 0xe2 && p[1] == 0x80 && ((p[2] >= 0x80 && p[2] <= 0x8a) || p[2] == 0xa8 || p[2] == 0xa9 ||
+                                      p[2] == 0xaf)) return 3;                     /* U+2000-200A, 2028, 2029, 202F */
+    if (c == 0xe2 && p[1] == 0x81 && p[2] == 0x9f) return 3;                       /* U+205F */
+    if (c == 0xe3 && p[1] == 0x80 && p[2] == 0x80) return 3;                       /* U+3000 */
+    return 0;
+}
+
+/* byte length of the whitespace character that ends just before `end`, else 0 */
+static size_t ws_len_back(const unsigned char *start, const unsigned char *end) {
+    for (size_t k = 1; k <= 3 && end - k >= start; k++) {
+        const unsigned char *p = end - k;
+        if ((*p & 0xc0) != 0x80) return ws_len(p, end) == k ? k : 0; /* the character's first byte */
+    }
+    return 0;
+}
+
+/* The Python walk's clean-up, on the walked text: blank-line runs (\n\s*\n) become "\n\n",
+   the text is stripped, and each "\0<i>\0" placeholder becomes code block i. */
+static PyObject *finish(const buf_t *in, PyObject *codes) {
+    const unsigned char *p = (const unsigned char *)in->data, *end = p + in->len;
+    buf_t out = {0};
+    if (p == NULL) return PyUnicode_FromStringAndSize("", 0);
+    while (p < end) { /* strip: leading and trailing whitespace */
+        size_t k = ws_len(p, end);
+        if (!k) break;
+        p += k;
+    }
+    while (end > p) {
+        size_t k = ws_len_back(p, end);
+        if (!k) break;
+        end -= k;
+    }
+    while (p < end) {
+        if (*p == '\n') {
+            const unsigned char *q = p + 1, *last = NULL;
+            size_t k;
+            while (q < end && (k = ws_len(q, end)) != 0) {
+                if (*q == '\n') last = q;
+                q += k;
+            }
+            if (last != NULL) {
+                if (buf_add(&out, "\n\n", 2) < 0) goto fail;
+                p = last + 1;
+                continue;
+            }
+            if (buf_add(&out, "\n", 1) < 0) goto fail;
+            p++;
+        } else if (*p == 0) {
+            Py_ssize_t i = 0;
+            p++;
+            while (p < end && *p != 0) i = i * 10 + (*p++ - '0');
+            p++;
+            Py_ssize_t n;
+            if (i < 0 || i >= PyList_GET_SIZE(codes)) {
+                PyErr_SetString(PyExc_RuntimeError, "bad code placeholder");
+                goto fail;
+            }
+            const char *code = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(codes, i), &n);
+            if (code == NULL || buf_add(&out, code, (size_t)n) < 0) goto fail;
+        } else {
+            const unsigned char *q = p + 1;
+            while (q < end && *q != '\n' && *q != 0) q++;
+            if (buf_add(&out, (const char *)p, (size_t)(q - p)) < 0) goto fail;
+            p = q;
+        }
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(out.data ? out.data : "", (Py_ssize_t)out.len, "replace");
+    PyMem_Free(out.data);
+    return text;
+fail:
+    PyMem_Free(out.data);
+    return NULL;
+}
+
 static PyObject *py_walk(PyObject *self, PyObject *arg) {
     (void)self;
     const xmlNode *node = ((struct rankalign_lxml_element *)arg)->_c_node;
@@ -193,23 +273,16 @@ static PyObject *py_walk(PyObject *self, PyObject *arg) {
     PyObject *codes = PyList_New(0);
     if (codes == NULL) return NULL;
     buf_t out = {0};
-    if (walk(&out, codes, node, 0) < 0) {
-        PyMem_Free(out.data);
-        Py_DECREF(codes);
-        return NULL;
-    }
-    PyObject *text = PyUnicode_DecodeUTF8(out.data ? out.data : "", (Py_ssize_t)out.len, "replace");
+    PyObject *text = NULL;
+    if (walk(&out, codes, node, 0) == 0) text = finish(&out, codes);
     PyMem_Free(out.data);
-    if (text == NULL) {
-        Py_DECREF(codes);
-        return NULL;
-    }
-    return Py_BuildValue("(NN)", text, codes);
+    Py_DECREF(codes);
+    return text;
 }
 
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_O,
-     "walk(body_element) -> (text with \\0<i>\\0 code placeholders, [fenced code blocks])"},
+     "walk(body_element) -> text: the body's text as se_html.html_to_text returns it"},
     {NULL, NULL, 0, NULL},
 };
 

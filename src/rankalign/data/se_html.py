@@ -80,13 +80,9 @@ def html_to_text(html: str | None) -> str:
     if root is None:
         return html.strip()
     try:
-        raw, codes = _C_WALK(root) if _C_WALK is not None else _py_walk(root)
+        return _C_WALK(root) if _C_WALK is not None else _py_text(root)
     except RecursionError:  # absurdly nested HTML: fall back to the bare text
         return " ".join("".join(root.itertext()).split())
-    text = _MANY_NEWLINES.sub("\n\n", raw).strip()
-    if codes:
-        text = _PLACEHOLDER.sub(lambda m: codes[int(m.group(1))], text)
-    return text
 
 
 # what each tag becomes (libxml2's HTML parser lowercases tag names); anything else is inline
@@ -96,16 +92,19 @@ _KIND = {"pre": _PRE, "code": _CODE, "br": _BR, "hr": _HR, "img": _IMG, "li": _L
 _PLACEHOLDER = re.compile("\x00(\\d+)\x00")
 
 
-def _py_walk(root: Any) -> tuple[str, list[str]]:
-    """The walk in Python: ``(text with "\\0<i>\\0" code placeholders, fenced code blocks)``."""
+def _py_text(root: Any) -> str:
+    """The walk and its clean-up in Python (what the C walk does)."""
     parts: list[str] = []
     codes: list[str] = []
     _walk(root, parts, codes)
-    return "".join(parts), codes
+    text = _MANY_NEWLINES.sub("\n\n", "".join(parts)).strip()
+    if codes:
+        text = _PLACEHOLDER.sub(lambda m: codes[int(m.group(1))], text)
+    return text
 
 
 _SELF_TEST = ("<p>a &amp; <code>b</code></p><pre><code>\nx &lt; 1\n\n</code></pre><ul><li>c<br>d</li></ul>"
-              "<img alt='e'><table><tr><td>f</td></tr></table><script>g</script><hr>h")
+              "<img alt='e'><table><tr><td>f</td></tr></table><script>g</script><hr>h \u00a0\n\u2003\n\u00e9 ")
 
 
 def _load_c_walk() -> Any:
@@ -121,7 +120,7 @@ def _load_c_walk() -> Any:
         return None
     doc = _ETREE.fromstring(f"<html><body><div>{_SELF_TEST}</div></body></html>", _PARSER)
     try:
-        same = walk(doc[0]) == _py_walk(doc[0])
+        same = walk(doc[0]) == _py_text(doc[0])
     except Exception:  # any failure means: do not use it
         same = False
     return walk if same else None
