@@ -1,9 +1,11 @@
 """Build hook for the optional C part of rankalign (everything else is in pyproject.toml).
 
-``rankalign.data._html_walk`` walks lxml's HTML trees in C (the StackExchange pipeline's HTML
-to text, about twice as fast). It compiles against the libxml2 headers that ship with lxml;
-when no compiler or lxml is at hand the build goes on without it and the pure-Python walk
-is used (same output).
+Two small extensions speed up the StackExchange pipeline (rankalign.data.stackexchange):
+``rankalign.data._html_walk`` walks lxml's HTML trees in C (HTML to text, about twice as
+fast; it compiles against the libxml2 headers that ship with lxml) and
+``rankalign.data._se_rows`` does the per-row checks of the Posts.xml parse. When no compiler
+(or lxml) is at hand the build goes on without them and the same code in Python is used
+(same output).
 """
 
 from setuptools import Extension, setup
@@ -14,8 +16,11 @@ def _extensions() -> list[Extension]:
         import lxml
     except ImportError:
         return []
-    return [Extension("rankalign.data._html_walk", ["src/rankalign/data/_html_walk.c"],
-                      include_dirs=lxml.get_include(), optional=True)]
+    return [
+        Extension("rankalign.data._html_walk", ["src/rankalign/data/_html_walk.c"],
+                  include_dirs=lxml.get_include(), optional=True),
+        Extension("rankalign.data._se_rows", ["src/rankalign/data/_se_rows.c"], optional=True),
+    ]
 
 
 setup(ext_modules=_extensions())

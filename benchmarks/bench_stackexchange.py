@@ -1,6 +1,6 @@
 """Benchmark of the StaCoCoQA pipeline (`rankalign data stackexchange`) on synthetic dumps.
 
-For each size (default 0.25, 0.5 and 1 GiB) it generates a synthetic ``Posts.xml``
+For each size (default 0.5, 1 and 2 GiB) it generates a synthetic ``Posts.xml``
 (benchmarks/make_synthetic_posts.py), then in the same run measures
 
 - bare ``lxml.etree.iterparse`` of the file in this process, reading the attributes the
@@ -15,7 +15,7 @@ For each size (default 0.25, 0.5 and 1 GiB) it generates a synthetic ``Posts.xml
 
 and writes benchmarks/results/stackexchange.json. Not a test; run it by hand::
 
-    python benchmarks/bench_stackexchange.py [--sizes-mb 256 512 1024] [--workers 2]
+    python benchmarks/bench_stackexchange.py [--sizes-mb 512 1024 2048] [--workers 2]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def run_pipeline(path: Path, out: Path, workers: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes-mb", type=float, nargs="+", default=[256, 512, 1024])
+    ap.add_argument("--sizes-mb", type=float, nargs="+", default=[512, 1024, 2048])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/rankalign_se_bench"))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "stackexchange.json")
@@ -146,8 +146,15 @@ def main() -> None:
         }
         results.append(row)
         print(json.dumps(row), flush=True)
+    try:  # the HTML-to-text walk in C (built with the package when a compiler is at hand)
+        import rankalign.data._html_walk  # noqa: F401
+
+        c_walk = True
+    except ImportError:
+        c_walk = False
     payload = {
         "benchmark": "rankalign data stackexchange vs bare lxml iterparse (synthetic Posts.xml)",
+        "html_walk_in_c": c_walk,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "note": "2 CPU cores shared with other jobs during the run (load_avg_1min: before, "
                             "after each size); timings are noisy; iterparse_s is the faster of two runs "

@@ -524,3 +524,52 @@ def _pandas_loaded_after_parquet_write() -> bool:
                                  names=["x", "y"])
     pq.write_table(table, io.BytesIO(), compression="none")
     return "pandas" in sys.modules
+
+
+# ----------------------------------------------------------------------------- C row checks
+def _parse_both(monkeypatch, posts: Path, tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rankalign.data import stackexchange as se
+
+    if se._row_collector(0) is None:
+        pytest.skip("the C row checks are not built here (no compiler when installing)")
+    out = []
+    for name, pure in (("c", False), ("py", True)):
+        if pure:
+            monkeypatch.setenv("RANKALIGN_PURE_PYTHON", "1")
+        d = tmp_path / name
+        d.mkdir(parents=True)
+        r = se.parse_posts("s", posts, d, chunk_rows=3)
+        table = pa.concat_tables([pq.read_table(c) for c in r.chunks]).sort_by("seq") if r.chunks else None
+        out.append((table, r.rows, dict(r.counts), r.bad_rows, r.error))
+    return out
+
+
+def test_c_row_checks_equal_python_on_malformed_rows(monkeypatch, tmp_path):
+    rows = [
+        q(1, CODE_Q, acc=11), ans(10, 1, "<p>a</p>"), ans(11, 1, "<p>b</p>"),
+        '  <row Id="5" PostTypeId="1" Score="1" Body="x" Title="t" />',                            # no date
+        '  <row Id="6" PostTypeId="2" CreationDate="2020-01-01T00:00:00" Score="1" Body="x" />',   # no ParentId
+        '  <row PostTypeId="1" CreationDate="2020-01-01T00:00:00" Score="x" Body="x" Title="t" />',  # no Id
+        '  <row Id="7" PostTypeId="1" CreationDate="2020-13-01" Score="1" Body="x" Title="t" />',   # bad date
+        '  <row Id="8" PostTypeId="1" CreationDate="2020-01-01" Score="1" Body="x" />',             # no Title
+        '  <row Id="9" PostTypeId="1" CreationDate="2020-01-01" Score=" 3 " Body="x" Title="t" AcceptedAnswerId="" />',
+        '  <row Id="12" PostTypeId="1" CreationDate="2020-01-01" Score="1" Body="x" Title="t" AcceptedAnswerId="z" />',
+        '  <row Id="13" PostTypeId="2" ParentId="1" CreationDate="2020-01-01" Score="1" />',         # no Body
+        '  <row Id="14" PostTypeId="4" Body="wiki" />', '  <row PostTypeId="5" />', '  <row Id="15" />',
+        '  <row Id="16" PostTypeId="2" ParentId="1_0" CreationDate="2020-01-01" Score="-2" Body="y" />',
+    ]
+    posts = write_posts(tmp_path / "s" / "Posts.xml", rows)
+    (tc, *c), (tp, *p) = _parse_both(monkeypatch, posts, tmp_path)
+    assert tc.equals(tp) and c == p
+    assert c[1]["malformed row"] == 9 and c[1]["other post types"] == 1 and tc.num_rows == 5
+
+
+def test_c_row_checks_equal_python_on_real_dumps(monkeypatch, shared_data, tmp_path):
+    for site in ("coffee", "ai.meta"):
+        posts = shared_data / "stackexchange" / site / "Posts.xml"
+        (tc, *c), (tp, *p) = _parse_both(monkeypatch, posts, tmp_path / site)
+        monkeypatch.delenv("RANKALIGN_PURE_PYTHON")
+        assert tc.equals(tp) and c == p and tc.num_rows > 100

@@ -490,30 +490,37 @@ class _RowTarget:
     plus ``el.get`` on a dump, and memory stays flat without any clearing).
     """
 
-    __slots__ = ("rows",)
+    __slots__ = ("count", "rows")
 
     def __init__(self) -> None:
         self.rows: list[dict[str, str]] = []
+        self.count = 0
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         if tag == "row":
             self.rows.append(attrib)
+            self.count += 1
+
+
+class _StartTarget:
+    """lxml parser target whose only callback is ``start(tag, attrib)``."""
+
+    def __init__(self, start: Callable[[str, dict[str, str]], None]) -> None:
+        self.start = start
 
     def close(self) -> None:
         return None
 
 
-def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None = None, bar: Any = None
-               ) -> Iterator[dict[str, str]]:
-    """Yield the attributes of each ``<row>`` of a dump (a dict per row, in file order); an
-    XML error ends the stream and is stored in ``result.error`` (line, column, message,
-    rows read; of the part). ``bar`` (a tqdm bar) counts the rows and is closed at the end."""
+def _feed(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None,
+          start: Callable[[str, dict[str, str]], None], rows_seen: Callable[[], int]) -> Iterator[None]:
+    """Feed a dump to an lxml target parser calling ``start`` for each start tag, yielding
+    after each :data:`FEED_BYTES` of input (and after the end). An XML error ends the stream
+    (what was parsed before it stays) and is stored in ``result.error`` (line, column,
+    message, ``rows_seen()`` rows read; of the part)."""
     from lxml import etree
 
-    target = _RowTarget()
-    rows = target.rows
-    parser = etree.XMLParser(target=target, huge_tree=True)
-    n = 0
+    parser = etree.XMLParser(target=_StartTarget(start), huge_tree=True)
     error = None
     while True:
         data = fh.read(FEED_BYTES)
@@ -522,14 +529,9 @@ def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None =
                 parser.feed(data)
             else:
                 parser.close()
-        except etree.XMLSyntaxError as exc:  # the rows parsed before it are still yielded
+        except etree.XMLSyntaxError as exc:
             error = exc
-        if rows:
-            n += len(rows)
-            if bar is not None:
-                bar.update(len(rows))
-            yield from rows
-            rows.clear()
+        yield
         if error is not None or not data:
             break
     if error is not None:
@@ -537,11 +539,94 @@ def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None =
         if rng is not None and rng.prefix and line == 1:
             column = column - len(rng.prefix) + rng.col0
         result.error = {"file": str(path), "line": line, "column": column, "message": str(error.msg or error),
-                        "rows_before": n}
+                        "rows_before": rows_seen()}
     if isinstance(fh, _RangeReader):
         result.newlines = fh.newlines
+
+
+def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None = None, bar: Any = None
+               ) -> Iterator[dict[str, str]]:
+    """Yield the attributes of each ``<row>`` of a dump (a dict per row, in file order); an
+    XML error ends the stream (:func:`_feed`). ``bar`` (a tqdm bar) counts the rows and is
+    closed at the end."""
+    target = _RowTarget()
+    rows = target.rows
+    for _ in _feed(fh, result, path, rng, target.start, lambda: target.count):
+        if rows:
+            if bar is not None:
+                bar.update(len(rows))
+            yield from rows
+            rows.clear()
     if bar is not None:
         bar.close()
+
+
+#: the columns of a posts chunk, in the order of :data:`_POST_SCHEMA_FIELDS`
+_POST_COLS = tuple(n for n, _ in _POST_SCHEMA_FIELDS)
+
+
+def _post_row(a: dict[str, str], n: int, cols: tuple[list[Any], ...], result: ParseResult, base: int) -> int:
+    """Check one ``<row>`` of a Posts.xml and append a question or answer to ``cols`` (in
+    :data:`_POST_COLS` order); count other post types and malformed rows (module docstring).
+    Returns the characters of the body appended (0 when nothing was)."""
+    counts = result.counts
+    ptype_s = a.get("PostTypeId")
+    id_s = a.get("Id")
+
+    def malformed(problem: str) -> int:
+        counts["malformed row"] += 1
+        if len(result.bad_rows) < 10:
+            result.bad_rows.append((n, problem))
+        return 0
+
+    if ptype_s != "1" and ptype_s != "2":
+        if ptype_s is None or id_s is None:
+            return malformed(f"Id={id_s!r}: no PostTypeId/Id attribute")
+        counts["other post types"] += 1
+        return 0
+    body = a.get("Body")
+    cdate = a.get("CreationDate")
+    try:
+        pid = int(id_s)  # type: ignore[arg-type]
+        score = int(a["Score"])
+        datetime.fromisoformat(cdate)  # type: ignore[arg-type]
+    except (TypeError, ValueError, KeyError) as exc:
+        return malformed(f"Id={id_s!r}: missing or invalid Id/Score/CreationDate ({exc})")
+    if body is None:
+        return malformed(f"Id={pid}: no Body attribute")
+    if ptype_s == "1":
+        title = a.get("Title")
+        if title is None:
+            return malformed(f"Id={pid}: question without Title")
+        try:
+            acc = _int_or_none(a.get("AcceptedAnswerId"))
+        except ValueError:
+            return malformed(f"Id={pid}: AcceptedAnswerId {a.get('AcceptedAnswerId')!r} is not an integer")
+        counts["questions"] += 1
+        row = (base + n, pid, 1, None, acc, cdate, score, title, a.get("Tags"), body, has_code_block(body))
+    else:
+        try:
+            parent = int(a["ParentId"])
+        except (KeyError, ValueError) as exc:
+            return malformed(f"Id={pid}: answer without a valid ParentId ({exc})")
+        counts["answers"] += 1
+        row = (base + n, pid, 2, parent, None, cdate, score, None, None, body, False)
+    for col, value in zip(cols, row, strict=True):
+        col.append(value)
+    return len(body)
+
+
+def _row_collector(base: int) -> Any:
+    """The per-row work in C (``rankalign.data._se_rows``, the same result as :func:`_post_row`
+    for well-formed rows, which it hands to Python otherwise), or None when it is not built
+    or ``RANKALIGN_PURE_PYTHON`` is set."""
+    if os.environ.get("RANKALIGN_PURE_PYTHON"):
+        return None
+    try:
+        from rankalign.data._se_rows import RowCollector
+    except ImportError:
+        return None
+    return RowCollector(base, datetime.fromisoformat, has_code_block)
 
 
 def parse_posts(
@@ -554,112 +639,69 @@ def parse_posts(
     Columns: ``seq`` (file order), ``id``, ``post_type``, ``parent_id``,
     ``accepted_answer_id``, ``created`` (as written), ``score``, ``title``, ``tags``,
     ``body`` (raw HTML; only kept for questions and answers) and ``has_code``.
-    Malformed rows are counted and not written (see the module docstring).
+    Malformed rows are counted and not written (see the module docstring). The rows are
+    checked by :func:`_post_row`, or by its C version when built (:func:`_row_collector`),
+    which takes lxml's callbacks directly; a chunk is written when it holds ``chunk_rows``
+    rows or :data:`CHUNK_BODY_CHARS` characters of bodies (checked after each
+    :data:`FEED_BYTES` of input).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     t0 = time.perf_counter()
     part = byte_range.part if byte_range is not None else 0
+    base = part << _PART_SHIFT
     result = ParseResult(site, str(path), "posts", part=part)
     schema = _post_schema()
-    cols: dict[str, list[Any]] = {n: [] for n, _ in _POST_SCHEMA_FIELDS}
-    seq = cols["seq"].append
-    ids = cols["id"].append
-    types = cols["post_type"].append
-    parents = cols["parent_id"].append
-    accepted = cols["accepted_answer_id"].append
-    created = cols["created"].append
-    scores = cols["score"].append
-    titles = cols["title"].append
-    tags = cols["tags"].append
-    bodies = cols["body"].append
-    codes = cols["has_code"].append
-    counts = result.counts
-    fromiso = datetime.fromisoformat
-    base = part << _PART_SHIFT
+    cols: tuple[list[Any], ...] = tuple([] for _ in _POST_COLS)
+    collector = _row_collector(base)
     body_chars = 0
 
     def flush() -> None:
-        if not cols["id"]:
+        if not cols[0]:
             return
         chunk = out_dir / f"posts-{site}-{part:03d}-{len(result.chunks):06d}.parquet"
         # uncompressed: the chunks are read once, and compressing costs ~20% of the parse
         # arrays with explicit types, then from_arrays: ``pa.table(dict)`` imports pandas
-        table = pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in schema], schema=schema)
+        table = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
         pq.write_table(table, chunk, compression="none")
         result.chunks.append(str(chunk))
-        for v in cols.values():
-            v.clear()
-
-    def malformed(n: int, problem: str) -> None:
-        counts["malformed row"] += 1
-        if len(result.bad_rows) < 10:
-            result.bad_rows.append((n, problem))
+        for c in cols:
+            c.clear()
 
     bar = _progress(None, f"{site} posts" + (f" [{part}]" if byte_range else ""), progress, position)
-    n = 0
     with _open_part(path, out_dir, byte_range) as fh:
-        for a in _iter_rows(fh, result, path, byte_range, bar):
-            n += 1
-            ptype_s = a.get("PostTypeId")
-            id_s = a.get("Id")
-            if ptype_s == "1" or ptype_s == "2":
-                body = a.get("Body")
-                cdate = a.get("CreationDate")
-                try:
-                    pid = int(id_s)  # type: ignore[arg-type]
-                    score = int(a["Score"])
-                    fromiso(cdate)  # type: ignore[arg-type]
-                except (TypeError, ValueError, KeyError) as exc:
-                    malformed(n, f"Id={id_s!r}: missing or invalid Id/Score/CreationDate ({exc})")
-                    continue
-                if body is None:
-                    malformed(n, f"Id={pid}: no Body attribute")
-                    continue
-                if ptype_s == "1":
-                    title = a.get("Title")
-                    if title is None:
-                        malformed(n, f"Id={pid}: question without Title")
-                        continue
-                    try:
-                        acc = _int_or_none(a.get("AcceptedAnswerId"))
-                    except ValueError:
-                        malformed(n, f"Id={pid}: AcceptedAnswerId {a.get('AcceptedAnswerId')!r} is not an integer")
-                        continue
-                    counts["questions"] += 1
-                    types(1)
-                    parents(None)
-                    accepted(acc)
-                    titles(title)
-                    tags(a.get("Tags"))
-                    codes(has_code_block(body))
-                else:
-                    try:
-                        parent = int(a["ParentId"])
-                    except (KeyError, ValueError) as exc:
-                        malformed(n, f"Id={pid}: answer without a valid ParentId ({exc})")
-                        continue
-                    counts["answers"] += 1
-                    types(2)
-                    parents(parent)
-                    accepted(None)
-                    titles(None)
-                    tags(None)
-                    codes(False)
-                seq(base + n)
-                ids(pid)
-                created(cdate)
-                scores(score)
-                bodies(body)
-                body_chars += len(body)
-                if len(cols["id"]) >= chunk_rows or body_chars >= CHUNK_BODY_CHARS:
+        if collector is None:  # Python: a row at a time
+            n = 0
+            for a in _iter_rows(fh, result, path, byte_range, bar):
+                n += 1
+                body_chars += _post_row(a, n, cols, result, base)
+                if len(cols[0]) >= chunk_rows or body_chars >= CHUNK_BODY_CHARS:
                     flush()
                     body_chars = 0
-            elif ptype_s is None or id_s is None:
-                malformed(n, f"Id={id_s!r}: no PostTypeId/Id attribute")
-            else:
-                counts["other post types"] += 1
+        else:  # C: the rows of each feed at once; the rows it does not take, in Python
+            seen = 0
+            for _ in _feed(fh, result, path, byte_range, collector.start, lambda: collector.n):
+                bar.update(collector.n - seen)
+                seen = collector.n
+                if collector.size >= chunk_rows or collector.body_chars >= CHUNK_BODY_CHARS:
+                    taken, slow, chars = collector.take()
+                    for c, t in zip(cols, taken, strict=True):
+                        c.extend(t)
+                    body_chars += chars
+                    for n, a in slow:
+                        body_chars += _post_row(a, n, cols, result, base)
+                    flush()
+                    body_chars = 0
+            taken, slow, chars = collector.take()
+            for c, t in zip(cols, taken, strict=True):
+                c.extend(t)
+            for n, a in slow:
+                _post_row(a, n, cols, result, base)
+            n = collector.n
+            result.counts.update({"questions": collector.questions, "answers": collector.answers,
+                                  "other post types": collector.other})
+            bar.close()
     flush()
     result.rows = n
     result.seconds = time.perf_counter() - t0
