@@ -33,7 +33,8 @@ _ODD = ["</body>", "</html>", "<body>", "</div>", "<div>", "<th>", "<caption>", 
         "<frameset>", "<noscript>", "<button>", "<dl><dt>a<dd>b", "<p><p>", "<head>", "</head>", "<html>",
         "<!DOCTYPE html>", "<?php x ?>", "<![CDATA[x]]>", '<a href="x', "<a title='y", '<b class="q>w', "<",
         "<?php", "<!DOCTYPE", "<![CDATA[", "&", '<img alt="', "</", "<a b=c", "<!--", "<img alt='a&amp;b'>",
-        "<IMG ALT=up>", "<PRE>x</PRE>", "\u00e9\u4e2d"]
+        "<IMG ALT=up>", "<PRE>x</PRE>", "\u00e9\u4e2d", '<meta charset="latin1">',
+        '<meta http-equiv="Content-Type" content="text/html; charset=koi8-r">', "\U0001f600", "\x85\xa0"]
 _TAGS = ["p", "div", "pre", "code", "li", "ul", "a", "strong", "em", "blockquote", "h1", "td", "table", "span",
          "script", "textarea", "title", "br", "hr", "img", "th", "style"]
 
