@@ -3,10 +3,11 @@
 Pipeline, with memory bounded whatever the dump size:
 
 1. **Parse** (a process pool of ``--workers``): every ``Posts.xml`` (plain, ``.gz``,
-   ``.bz2``, ``.zst``; ``.7z`` is first extracted into the work folder) is streamed with
-   ``lxml.etree.iterparse`` (elements cleared as we go) into uncompressed Parquet chunks
-   of at most ``chunk_rows`` rows / :data:`CHUNK_BODY_CHARS` characters of HTML (the work
-   folder needs about the dump's uncompressed size of free disk); ``Votes.xml`` is streamed
+   ``.bz2``, ``.zst``; ``.7z`` is first extracted into the work folder) is streamed through
+   an lxml parser target (no element tree: a dict of attributes per row; the per-row checks
+   in C when built, :func:`_row_collector`) into uncompressed Parquet chunks of about
+   ``chunk_rows`` rows / :data:`CHUNK_BODY_CHARS` characters of HTML (the work folder needs
+   about the dump's uncompressed size of free disk); ``Votes.xml`` is streamed
    to up (VoteTypeId 2) / down (3) counts per post. A plain file of at least
    ``workers`` x :data:`SPLIT_MIN_BYTES` is cut into ``workers`` byte ranges, each starting
    at a ``<row`` and wrapped in the root element's tags (:func:`plan_ranges`), parsed in
@@ -18,15 +19,17 @@ Pipeline, with memory bounded whatever the dump size:
    ``ParentId``; the cheap filters (accepted answer, code block, window, vote filter, pool
    size, vote spread) run here, so only the surviving questions and their answers are read
    with their bodies.
-3. **Convert and finish** (the surviving questions ordered by Id, cut into chunks of
+3. **Convert** (the surviving questions ordered by Id, cut into chunks of
    :data:`CONVERT_QUESTIONS` whole questions on the Arrow stream and sent to the process
-   pool as Arrow IPC bytes, results written in order): HTML to text (:mod:`rankalign.data.se_html`), token-length filters, the
-   list-wise :class:`~rankalign.data.record.ListRecord`.
+   pool as Arrow IPC bytes): HTML to text (:mod:`rankalign.data.se_html`), token-length
+   filters, the list-wise :class:`~rankalign.data.record.ListRecord` as JSON (orjson); each
+   worker writes its chunk's records to a file of its own and returns counts and statistics.
 4. **Sample and split**: a seeded fixed-size sample (``--sample``; the paper's 3K, 8K,
    18K, 29K, 64K) and a seeded 9:1 train/test split; ``train.jsonl``, ``test.jsonl``,
    ``summary.json``, ``stats.csv``, ``stats.md`` and ``stats.png`` are written to a
    staging folder inside the output folder (the statistics files by a pool worker while
-   the main process writes the records) and renamed into place at the end; the work
+   the main process copies the chunk files' records into train/test, in question-Id order)
+   and renamed into place at the end; the work
    folder of Parquet chunks is a temporary folder removed on exit (also on error).
 
 Question filters, in this order; a question is counted under the FIRST reason it fails:
