@@ -187,3 +187,24 @@ def test_rank_real_oasst1_trees(tmp_path, capsys, fake_embedder, shared_data) ->
     assert len(recs) > 100
     assert all(sorted(r.dynamic_ranking) == list(range(r.num_responses)) for r in recs)
     assert "gold rankings in" in capsys.readouterr().out
+
+
+def test_missing_optional_package_names_the_extra(tmp_path, capsys, monkeypatch) -> None:
+    # a command whose optional dependency is missing: one line naming the package and the extra
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_duckdb(name, *args, **kwargs):
+        if name == "duckdb" or name.startswith("duckdb."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    posts = tmp_path / "Posts.xml"
+    posts.write_text('<?xml version="1.0" encoding="utf-8"?>\n<posts>\n  <row Id="1" PostTypeId="1" '
+                     'CreationDate="2020-01-01T00:00:00" Score="1" Body="x" Title="t" />\n</posts>\n')
+    monkeypatch.setattr(builtins, "__import__", no_duckdb)
+    rc = main(["data", "stackexchange", str(posts), "--out", str(tmp_path / "o"), "-q", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'duckdb'" in err and "pip install 'rankalign[data]'" in err
+    assert "Traceback" not in err and not (tmp_path / "o" / "summary.json").exists()

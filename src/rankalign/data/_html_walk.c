@@ -32,6 +32,7 @@ typedef struct {
 } buf_t;
 
 static int buf_add(buf_t *b, const char *s, size_t n) {
+    if (n == 0) return 0;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
         while (cap < b->len + n) cap *= 2;
