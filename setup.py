@@ -19,7 +19,8 @@ def _extensions() -> list[Extension]:
     return [
         Extension("rankalign.data._html_walk", ["src/rankalign/data/_html_walk.c"],
                   include_dirs=lxml.get_include(), optional=True),
-        Extension("rankalign.data._se_rows", ["src/rankalign/data/_se_rows.c"], optional=True),
+        Extension("rankalign.data._se_rows", ["src/rankalign/data/_se_rows.c"],
+                  include_dirs=lxml.get_include(), optional=True),
     ]
 
 

@@ -526,28 +526,40 @@ def _pandas_loaded_after_parquet_write() -> bool:
     return "pandas" in sys.modules
 
 
-# ----------------------------------------------------------------------------- C row checks
-def _parse_both(monkeypatch, posts: Path, tmp_path: Path):
+# ----------------------------------------------------------------------------- C parse
+def _parse_all_ways(monkeypatch, posts: Path, tmp_path: Path, byte_range=None):
+    """parse_posts with libxml2 + the row checks in C, with lxml + the C row checks, and in
+    Python: (table sorted by seq, rows, counts, bad rows, error) for each."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from rankalign.data import stackexchange as se
 
-    if se._row_collector(0) is None:
-        pytest.skip("the C row checks are not built here (no compiler when installing)")
+    if se._posts_parser(0) is None or se._row_collector(0) is None:
+        pytest.skip("the C parse is not built here (no compiler when installing)")
     out = []
-    for name, pure in (("c", False), ("py", True)):
-        if pure:
-            monkeypatch.setenv("RANKALIGN_PURE_PYTHON", "1")
-        d = tmp_path / name
-        d.mkdir(parents=True)
-        r = se.parse_posts("s", posts, d, chunk_rows=3)
+    for name in ("c", "collector", "py"):
+        with monkeypatch.context() as m:
+            if name == "collector":
+                m.setattr(se, "_posts_parser", lambda base: None)
+            if name == "py":
+                m.setenv("RANKALIGN_PURE_PYTHON", "1")
+            d = tmp_path / name
+            d.mkdir(parents=True)
+            r = se.parse_posts("s", posts, d, chunk_rows=3, byte_range=byte_range)
         table = pa.concat_tables([pq.read_table(c) for c in r.chunks]).sort_by("seq") if r.chunks else None
         out.append((table, r.rows, dict(r.counts), r.bad_rows, r.error))
     return out
 
 
-def test_c_row_checks_equal_python_on_malformed_rows(monkeypatch, tmp_path):
+def _same(results) -> None:
+    (tc, *c), *others = results
+    for t, *o in others:
+        assert (tc is None and t is None) or tc.equals(t)
+        assert c == o
+
+
+def test_c_parse_equals_python_on_malformed_rows(monkeypatch, tmp_path):
     rows = [
         q(1, CODE_Q, acc=11), ans(10, 1, "<p>a</p>"), ans(11, 1, "<p>b</p>"),
         '  <row Id="5" PostTypeId="1" Score="1" Body="x" Title="t" />',                            # no date
@@ -560,16 +572,55 @@ def test_c_row_checks_equal_python_on_malformed_rows(monkeypatch, tmp_path):
         '  <row Id="13" PostTypeId="2" ParentId="1" CreationDate="2020-01-01" Score="1" />',         # no Body
         '  <row Id="14" PostTypeId="4" Body="wiki" />', '  <row PostTypeId="5" />', '  <row Id="15" />',
         '  <row Id="16" PostTypeId="2" ParentId="1_0" CreationDate="2020-01-01" Score="-2" Body="y" />',
+        '  <row Id="17" PostTypeId="2" ParentId="1" CreationDate="2020-02-29T23:59:59.999999" Score="0" Body="z" />',
+        '  <row Id="18" PostTypeId="2" ParentId="1" CreationDate="2019-02-29T00:00:00" Score="0" Body="z" />',
+        '  <row Id="19" PostTypeId="1" CreationDate="2020-01-01T00:00:00.5" Score="7" '
+        'Body="&lt;codex&gt; &lt;CODE\u00a0x&gt; &amp;amp; &#xA; \u00e9" Title="T &amp; &quot;q&quot;" Tags="&lt;a&gt;" />',
+        '  <row Id="20" PostTypeId="1" CreationDate="2020-01-01T00:00:00" Score="1" Body="&lt;code&#x2003;" '
+        'Title="" AcceptedAnswerId="+5" />',
+        '  <row Id="21" PostTypeId="2" ParentId="1" CreationDate="2020-01-01" Score="99999999999999999999" Body="b" />',
     ]
     posts = write_posts(tmp_path / "s" / "Posts.xml", rows)
-    (tc, *c), (tp, *p) = _parse_both(monkeypatch, posts, tmp_path)
-    assert tc.equals(tp) and c == p
-    assert c[1]["malformed row"] == 9 and c[1]["other post types"] == 1 and tc.num_rows == 5
+    results = _parse_all_ways(monkeypatch, posts, tmp_path)
+    _same(results)
+    t, _n, counts, _bad, _err = results[0]
+    assert counts["malformed row"] == 11 and counts["other post types"] == 1 and t.num_rows == 8
+    code = dict(zip(t.column("id").to_pylist(), t.column("has_code").to_pylist(), strict=True))
+    # "<codex" then "<CODE" + NBSP; "<code" + EM SPACE; a lowercase "<code" must be there (has_code_block)
+    assert code[19] is True and code[20] is True
 
 
-def test_c_row_checks_equal_python_on_real_dumps(monkeypatch, shared_data, tmp_path):
+@pytest.mark.parametrize("tail", [
+    b'  <row Id="30" PostTypeId="2" ParentId="2" Score="1" Body="tru',
+    b'  <row Id="30" PostTypeId="2" ParentId="2" Score="1" Body="\xff\xfe" />\n</posts>',
+    b'  <row Id="30" PostTypeId="2" ParentId="2" Score="1" Body="&nbsp;" />\n</posts>',
+    b'  <row Id="30" PostTypeId="2" ParentId="2" Score="1" Body="a" /><row Id="31" <',
+])
+def test_c_parse_reports_xml_errors_as_lxml(monkeypatch, tmp_path, tail):
+    results = _parse_all_ways(monkeypatch, _broken(tmp_path, tail), tmp_path)
+    _same(results)
+    assert results[0][4] is not None and results[0][4]["rows_before"] >= 6
+
+
+def test_c_parse_leaves_a_doctype_to_lxml(monkeypatch, tmp_path):
+    posts = tmp_path / "Posts.xml"
+    posts.write_text('<?xml version="1.0"?>\n<!DOCTYPE posts [<!ENTITY who "me">]>\n<posts>\n'
+                     '  <row Id="1" PostTypeId="1" CreationDate="2020-01-01T00:00:00" Score="1" Body="&who;" '
+                     'Title="t" />\n</posts>\n')
+    results = _parse_all_ways(monkeypatch, posts, tmp_path)
+    _same(results)
+    assert results[0][0].column("body").to_pylist() == ["me"]
+
+
+def test_c_parse_equals_python_on_real_dumps_and_byte_ranges(monkeypatch, shared_data, tmp_path):
+    from rankalign.data.stackexchange import plan_ranges
+
     for site in ("coffee", "ai.meta"):
         posts = shared_data / "stackexchange" / site / "Posts.xml"
-        (tc, *c), (tp, *p) = _parse_both(monkeypatch, posts, tmp_path / site)
-        monkeypatch.delenv("RANKALIGN_PURE_PYTHON")
-        assert tc.equals(tp) and c == p and tc.num_rows > 100
+        results = _parse_all_ways(monkeypatch, posts, tmp_path / site)
+        _same(results)
+        assert results[0][0].num_rows > 100
+        for k, rng in enumerate(plan_ranges(posts, 3, min_bytes=1) or []):
+            _same(_parse_all_ways(monkeypatch, posts, tmp_path / f"{site}-{k}", byte_range=rng))
+
+

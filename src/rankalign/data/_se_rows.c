@@ -15,6 +15,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "structmember.h"
+#include <dlfcn.h>
+#include <stdint.h>
+#include <string.h>
+#include <libxml/parser.h>
+#include <libxml/xmlerror.h>
 
 enum { C_SEQ, C_ID, C_TYPE, C_PARENT, C_ACCEPTED, C_CREATED, C_SCORE, C_TITLE, C_TAGS, C_BODY, C_CODE, N_COLS };
 
@@ -68,11 +73,20 @@ static void Collector_dealloc(Collector *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* a new int from a str value, or NULL with no error set when it is not an int */
+/* a new int from a str value, or NULL with no error set when it is not an int of 64 bits */
 static PyObject *to_int(PyObject *s) {
     if (s == NULL || !PyUnicode_Check(s)) return NULL;
     PyObject *v = PyLong_FromUnicodeObject(s, 10);
-    if (v == NULL) PyErr_Clear();
+    if (v == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    int overflow = 0;
+    PyLong_AsLongLongAndOverflow(v, &overflow); /* a 64-bit column: a larger one is Python's to report */
+    if (overflow) {
+        Py_DECREF(v);
+        return NULL;
+    }
     return v;
 }
 
@@ -244,12 +258,481 @@ static PyTypeObject CollectorType = {
     .tp_getset = Collector_getset,
 };
 
+
+/* ======================================================================================
+ * PostsParser: the whole parse of a Posts.xml stream in C, with the libxml2 inside lxml
+ * (bind() looks the push-parser functions up in lxml.etree's shared library, which exports
+ * them). A SAX2 start-element callback reads the nine attributes that parse_posts uses
+ * straight from libxml2's buffers (entities already decoded) and, for a well-formed
+ * question or answer, writes the eleven column values into Arrow buffers: no Python object
+ * per row. A row whose values are not plainly valid (an int that is not [-]digits, a date
+ * not YYYY-MM-DDTHH:MM:SS[.fff[fff]], a missing field...) goes to the Python checks as a
+ * dict of those nine attributes, so the result is parse_posts' by construction. Options are
+ * lxml's for XMLParser(huge_tree=True); the first error is kept as lxml reports it.
+ * ==================================================================================== */
+typedef xmlParserCtxtPtr (*push_ctxt_fn)(xmlSAXHandlerPtr, void *, const char *, int, const char *);
+typedef int (*parse_chunk_fn)(xmlParserCtxtPtr, const char *, int, int);
+typedef void (*free_ctxt_fn)(xmlParserCtxtPtr);
+typedef int (*use_options_fn)(xmlParserCtxtPtr, int);
+static push_ctxt_fn x_push_ctxt;
+static parse_chunk_fn x_parse_chunk;
+static free_ctxt_fn x_free_ctxt;
+static use_options_fn x_use_options;
+
+static PyObject *py_bind(PyObject *self, PyObject *arg) {
+    (void)self;
+    const char *path = PyUnicode_AsUTF8(arg);
+    if (path == NULL) return NULL;
+    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) Py_RETURN_FALSE;
+    x_push_ctxt = (push_ctxt_fn)dlsym(lib, "xmlCreatePushParserCtxt");
+    x_parse_chunk = (parse_chunk_fn)dlsym(lib, "xmlParseChunk");
+    x_free_ctxt = (free_ctxt_fn)dlsym(lib, "xmlFreeParserCtxt");
+    x_use_options = (use_options_fn)dlsym(lib, "xmlCtxtUseOptions");
+    if (!x_push_ctxt || !x_parse_chunk || !x_free_ctxt || !x_use_options) {
+        x_push_ctxt = NULL;
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} bytes_t;
+
+static int bput(bytes_t *b, const void *s, size_t n) {
+    if (n == 0) return 0;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        char *p = PyMem_Realloc(b->data, cap);
+        if (p == NULL) return -1;
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+/* one column: values (int64 / int8 / uint8 / string bytes), string offsets, validity bits */
+typedef struct {
+    bytes_t values, offsets, valid;
+    int64_t nulls;
+} column_t;
+
+enum { P_SEQ, P_ID, P_TYPE, P_PARENT, P_ACC, P_CREATED, P_SCORE, P_TITLE, P_TAGS, P_BODY, P_CODE, P_NCOLS };
+enum { A_TYPE, A_ID, A_PARENT, A_ACC, A_DATE, A_SCORE, A_TITLE, A_TAGS, A_BODY, A_N };
+static const char *ATTR_NAMES[A_N] = {"PostTypeId", "Id", "ParentId", "AcceptedAnswerId", "CreationDate",
+                                      "Score", "Title", "Tags", "Body"};
+
+typedef struct {
+    PyObject_HEAD
+    xmlParserCtxtPtr ctxt;
+    xmlSAXHandler sax;
+    column_t cols[P_NCOLS];
+    int64_t rows;               /* fast rows in the buffers */
+    PyObject *slow;             /* [(row number, {name: value})] */
+    PyObject *has_code;         /* has_code_block, for the rare undecided case */
+    long long base, n, body_bytes, questions, answers, other;
+    int failed;                 /* a Python error inside a callback: stop */
+    int have_error;
+    int err_line, err_col;
+    PyObject *err_message;
+} Parser;
+
+static void col_free(column_t *c) {
+    PyMem_Free(c->values.data);
+    PyMem_Free(c->offsets.data);
+    PyMem_Free(c->valid.data);
+    memset(c, 0, sizeof *c);
+}
+
+static int col_valid(column_t *c, int64_t row, int valid) {
+    if (row % 8 == 0) {
+        unsigned char z = 0;
+        if (bput(&c->valid, &z, 1) < 0) return -1;
+    }
+    if (valid) c->valid.data[row / 8] |= (unsigned char)(1u << (row % 8));
+    else c->nulls++;
+    return 0;
+}
+
+static int col_int64(column_t *c, int64_t row, int64_t v, int valid) {
+    if (bput(&c->values, &v, 8) < 0) return -1;
+    return col_valid(c, row, valid);
+}
+
+static int col_str(column_t *c, int64_t row, const xmlChar *s, size_t n, int valid) {
+    if (c->offsets.len == 0) {
+        int32_t zero = 0;
+        if (bput(&c->offsets, &zero, 4) < 0) return -1;
+    }
+    if (c->values.len + n > INT32_MAX) return -2; /* too much for one chunk: Python row */
+    if (valid && bput(&c->values, s, n) < 0) return -1;
+    int32_t end = (int32_t)c->values.len;
+    if (bput(&c->offsets, &end, 4) < 0) return -1;
+    return col_valid(c, row, valid);
+}
+
+/* [-]digits, at most 18 of them: the int; else 0 and *ok = 0 (Python decides) */
+static int64_t plain_int(const xmlChar *s, size_t n, int *ok) {
+    size_t i = 0;
+    int neg = 0;
+    if (n > 0 && s[0] == '-') {
+        neg = 1;
+        i = 1;
+    }
+    if (i == n || n - i > 18) {
+        *ok = 0;
+        return 0;
+    }
+    int64_t v = 0;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            *ok = 0;
+            return 0;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    *ok = 1;
+    return neg ? -v : v;
+}
+
+static int digits(const xmlChar *s, int n, int *v) {
+    int x = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        x = x * 10 + (s[i] - '0');
+    }
+    *v = x;
+    return 1;
+}
+
+/* YYYY-MM-DDTHH:MM:SS with optional .fff or .ffffff, a valid date and time: what
+   datetime.fromisoformat surely accepts (anything else is left to it) */
+static int plain_date(const xmlChar *s, size_t n) {
+    static const int dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y, mo, d, h, mi, se, f;
+    if (n != 19 && n != 23 && n != 26) return 0;
+    if (s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':') return 0;
+    if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) || !digits(s + 11, 2, &h) ||
+        !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &se))
+        return 0;
+    if (n > 19 && (s[19] != '.' || !digits(s + 20, (int)n - 20, &f))) return 0;
+    if (y < 1 || mo < 1 || mo > 12 || h > 23 || mi > 59 || se > 59 || d < 1) return 0;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return d <= dim[mo - 1] + (mo == 2 && leap);
+}
+
+/* Python's \s (str.isspace) at p: 1 if it is whitespace, 0 if not, -1 if not decidable here */
+static int is_space_at(const xmlChar *p, const xmlChar *end) {
+    unsigned char c = p[0];
+    if (c < 0x80) return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20);
+    if (c == 0xc2 && p + 1 < end) return p[1] == 0x85 || p[1] == 0xa0;
+    if (p + 2 < end) {
+        if (c == 0xe1) return p[1] == 0x9a && p[2] == 0x80;
+        if (c == 0xe2)
+            return (p[1] == 0x80 && ((p[2] >= 0x80 && p[2] <= 0x8a) || p[2] == 0xa8 || p[2] == 0xa9 || p[2] == 0xaf)) ||
+                   (p[1] == 0x81 && p[2] == 0x9f);
+        if (c == 0xe3) return p[1] == 0x80 && p[2] == 0x80;
+    }
+    return 0;
+}
+
+/* has_code_block: '"<code" in html and re.search(r"<code[\s>]", html, re.IGNORECASE)' */
+static int has_code(const xmlChar *s, size_t n) {
+    const xmlChar *end = s + n;
+    if (n < 6 || memmem(s, n, "<code", 5) == NULL) return 0;
+    for (const xmlChar *p = s; p + 5 < end; p++) {
+        if (p[0] != '<' || (p[1] | 0x20) != 'c' || (p[2] | 0x20) != 'o' || (p[3] | 0x20) != 'd' || (p[4] | 0x20) != 'e')
+            continue;
+        if (p[5] == '>' || is_space_at(p + 5, end) == 1) return 1;
+    }
+    return 0;
+}
+
+static int slow_row(Parser *self, const xmlChar **val, const size_t *len) {
+    PyObject *d = PyDict_New();
+    if (d == NULL) return -1;
+    for (int k = 0; k < A_N; k++) {
+        if (val[k] == NULL) continue;
+        PyObject *v = PyUnicode_DecodeUTF8((const char *)val[k], (Py_ssize_t)len[k], "strict");
+        if (v == NULL || PyDict_SetItemString(d, ATTR_NAMES[k], v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return -1;
+        }
+        Py_DECREF(v);
+    }
+    PyObject *item = Py_BuildValue("(LN)", self->n, d);
+    if (item == NULL) return -1;
+    int rc = PyList_Append(self->slow, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static int eq(const xmlChar *s, size_t n, const char *lit) { return n == strlen(lit) && !memcmp(s, lit, n); }
+
+/* the row, from its attribute values: 1 taken, 0 for Python, -1 error */
+static int take_row(Parser *self, const xmlChar **val, const size_t *len) {
+    if (val[A_TYPE] == NULL || val[A_ID] == NULL) return 0;
+    int question = eq(val[A_TYPE], len[A_TYPE], "1");
+    int answer = eq(val[A_TYPE], len[A_TYPE], "2");
+    if (!question && !answer) {
+        self->other++;
+        return 1;
+    }
+    int ok_id, ok_score, ok_parent = 1, ok_acc = 1;
+    if (val[A_BODY] == NULL || val[A_DATE] == NULL || val[A_SCORE] == NULL) return 0;
+    int64_t id = plain_int(val[A_ID], len[A_ID], &ok_id);
+    int64_t score = plain_int(val[A_SCORE], len[A_SCORE], &ok_score);
+    if (!ok_id || !ok_score || !plain_date(val[A_DATE], len[A_DATE])) return 0;
+    int64_t parent = 0, acc = 0;
+    int has_acc = 0, code = 0;
+    if (question) {
+        if (val[A_TITLE] == NULL) return 0;
+        if (val[A_ACC] != NULL && len[A_ACC] > 0) {
+            acc = plain_int(val[A_ACC], len[A_ACC], &ok_acc);
+            has_acc = 1;
+        }
+        if (!ok_acc) return 0;
+        code = has_code(val[A_BODY], len[A_BODY]);
+    } else {
+        if (val[A_PARENT] == NULL) return 0;
+        parent = plain_int(val[A_PARENT], len[A_PARENT], &ok_parent);
+        if (!ok_parent) return 0;
+    }
+    /* the body must be valid UTF-8 for Arrow: libxml2 only hands out valid UTF-8 */
+    int64_t r = self->rows;
+    column_t *c = self->cols;
+    unsigned char type = question ? 1 : 2, codeb = (unsigned char)code;
+    if (c[P_BODY].values.len + len[A_BODY] > INT32_MAX / 2) return 0;
+    int rc = 0;
+    rc |= col_int64(&c[P_SEQ], r, self->base + self->n, 1);
+    rc |= col_int64(&c[P_ID], r, id, 1);
+    rc |= bput(&c[P_TYPE].values, &type, 1);
+    rc |= col_int64(&c[P_PARENT], r, parent, answer);
+    rc |= col_int64(&c[P_ACC], r, acc, has_acc);
+    rc |= col_str(&c[P_CREATED], r, val[A_DATE], len[A_DATE], 1);
+    rc |= col_int64(&c[P_SCORE], r, score, 1);
+    rc |= col_str(&c[P_TITLE], r, val[A_TITLE], question ? len[A_TITLE] : 0, question);
+    rc |= col_str(&c[P_TAGS], r, val[A_TAGS], (question && val[A_TAGS]) ? len[A_TAGS] : 0,
+                  question && val[A_TAGS] != NULL);
+    rc |= col_str(&c[P_BODY], r, val[A_BODY], len[A_BODY], 1);
+    rc |= bput(&c[P_CODE].values, &codeb, 1);
+    if (rc) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->rows++;
+    self->body_bytes += (long long)len[A_BODY];
+    if (question) self->questions++; else self->answers++;
+    return 1;
+}
+
+static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix, const xmlChar *URI,
+                     int nb_namespaces, const xmlChar **namespaces, int nb_attributes, int nb_defaulted,
+                     const xmlChar **attributes) {
+    (void)nb_namespaces; (void)namespaces; (void)nb_defaulted; (void)URI;
+    Parser *self = (Parser *)ctx;
+    if (self->failed || prefix != NULL || localname == NULL || strcmp((const char *)localname, "row") != 0) return;
+    self->n++;
+    const xmlChar *val[A_N] = {0};
+    size_t len[A_N] = {0};
+    for (int i = 0; i < nb_attributes; i++) {
+        const xmlChar **a = attributes + 5 * i; /* localname, prefix, URI, value, end */
+        if (a[1] != NULL) continue;
+        for (int k = 0; k < A_N; k++) {
+            if (!strcmp((const char *)a[0], ATTR_NAMES[k])) {
+                val[k] = a[3];
+                len[k] = (size_t)(a[4] - a[3]);
+                break;
+            }
+        }
+    }
+    int rc = take_row(self, val, len);
+    if (rc == 0) rc = slow_row(self, val, len);
+    if (rc < 0) self->failed = 1;
+}
+
+static void on_error(void *ctx, const xmlError *e) {
+    Parser *self = (Parser *)ctx;
+    if (self->have_error || e == NULL || e->level < XML_ERR_ERROR) return;
+    const char *m = e->message ? e->message : "";
+    size_t n = strlen(m);
+    if (n && m[n - 1] == '\n') n--; /* as lxml: the end of line stripped */
+    self->err_message = PyUnicode_DecodeUTF8(m, (Py_ssize_t)n, "replace");
+    if (self->err_message == NULL) PyErr_Clear();
+    self->err_line = e->line;
+    self->err_col = e->int2;
+    self->have_error = 1;
+}
+
+static void parser_reset_columns(Parser *self) {
+    for (int i = 0; i < P_NCOLS; i++) col_free(&self->cols[i]);
+    self->rows = 0;
+    self->body_bytes = 0;
+}
+
+static int Parser_init(Parser *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"base", "has_code_block", NULL};
+    long long base;
+    PyObject *has_code_fn;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LO", kwlist, &base, &has_code_fn)) return -1;
+    if (x_push_ctxt == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() did not succeed");
+        return -1;
+    }
+    Py_INCREF(has_code_fn);
+    Py_XSETREF(self->has_code, has_code_fn);
+    PyObject *slow = PyList_New(0);
+    if (slow == NULL) return -1;
+    Py_XSETREF(self->slow, slow);
+    self->base = base;
+    memset(&self->sax, 0, sizeof self->sax);
+    self->sax.initialized = XML_SAX2_MAGIC;
+    self->sax.startElementNs = on_start;
+    self->sax.serror = on_error;
+    if (self->ctxt) x_free_ctxt(self->ctxt);
+    self->ctxt = x_push_ctxt(&self->sax, self, NULL, 0, NULL);
+    if (self->ctxt == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* lxml's XMLParser(huge_tree=True) for a document without a DTD (the caller leaves one with
+       a DOCTYPE to lxml): NONET, BIG_LINES, HUGE; NOENT so that the attribute values reach the
+       callback fully decoded (without it libxml2 hands "&amp;" over as "&#38;" for a tree
+       builder to decode) - with no DTD there is no other entity to substitute */
+    x_use_options(self->ctxt, XML_PARSE_NONET | XML_PARSE_BIG_LINES | XML_PARSE_HUGE | XML_PARSE_NOENT);
+    return 0;
+}
+
+static void Parser_dealloc(Parser *self) {
+    if (self->ctxt) x_free_ctxt(self->ctxt);
+    parser_reset_columns(self);
+    Py_XDECREF(self->slow);
+    Py_XDECREF(self->has_code);
+    Py_XDECREF(self->err_message);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* feed(data: bytes, last: bool) -> None; the first error is in .error afterwards */
+static PyObject *Parser_feed(Parser *self, PyObject *args) {
+    Py_buffer buf;
+    int last = 0;
+    if (!PyArg_ParseTuple(args, "y*|p", &buf, &last)) return NULL;
+    if (buf.len > INT_MAX) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "feed at most 2 GB at a time");
+        return NULL;
+    }
+    if (!self->have_error) x_parse_chunk(self->ctxt, (const char *)buf.buf, (int)buf.len, last);
+    PyBuffer_Release(&buf);
+    if (self->failed) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "row callback failed");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *bytes_of(bytes_t *b) { return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len); }
+
+/* take() -> (rows, [per column: (values, offsets or None, validity or None, nulls)], slow, body bytes) */
+static PyObject *Parser_take(Parser *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *cols = PyList_New(P_NCOLS);
+    if (cols == NULL) return NULL;
+    for (int i = 0; i < P_NCOLS; i++) {
+        column_t *c = &self->cols[i];
+        PyObject *offs, *valid;
+        if (c->offsets.len) offs = bytes_of(&c->offsets);
+        else if (i == P_CREATED || i == P_TITLE || i == P_TAGS || i == P_BODY) {
+            int32_t zero = 0;
+            offs = PyBytes_FromStringAndSize((const char *)&zero, 4);
+        } else {
+            Py_INCREF(Py_None);
+            offs = Py_None;
+        }
+        if (c->valid.len) valid = bytes_of(&c->valid);
+        else {
+            Py_INCREF(Py_None);
+            valid = Py_None;
+        }
+        PyObject *t = Py_BuildValue("(NNNL)", bytes_of(&c->values), offs, valid, (long long)c->nulls);
+        if (t == NULL) {
+            Py_DECREF(cols);
+            return NULL;
+        }
+        PyList_SET_ITEM(cols, i, t);
+    }
+    PyObject *out = Py_BuildValue("(LNOL)", (long long)self->rows, cols, self->slow, self->body_bytes);
+    if (out == NULL) return NULL;
+    PyObject *slow = PyList_New(0);
+    if (slow == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    Py_SETREF(self->slow, slow);
+    parser_reset_columns(self);
+    return out;
+}
+
+static PyObject *Parser_size(Parser *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromLongLong(self->rows + PyList_GET_SIZE(self->slow));
+}
+
+static PyObject *Parser_error(Parser *self, void *Py_UNUSED(closure)) {
+    if (!self->have_error) Py_RETURN_NONE;
+    return Py_BuildValue("(iiO)", self->err_line, self->err_col, self->err_message ? self->err_message : Py_None);
+}
+
+static PyMethodDef Parser_methods[] = {
+    {"feed", (PyCFunction)Parser_feed, METH_VARARGS, "feed(data, last=False): parse the next bytes"},
+    {"take", (PyCFunction)Parser_take, METH_NOARGS, "take the buffered rows (see the source) and start anew"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Parser_members[] = {
+    {"n", T_LONGLONG, offsetof(Parser, n), READONLY, "rows seen"},
+    {"body_bytes", T_LONGLONG, offsetof(Parser, body_bytes), READONLY, "body bytes buffered"},
+    {"questions", T_LONGLONG, offsetof(Parser, questions), READONLY, "questions taken"},
+    {"answers", T_LONGLONG, offsetof(Parser, answers), READONLY, "answers taken"},
+    {"other", T_LONGLONG, offsetof(Parser, other), READONLY, "rows of other post types"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Parser_getset[] = {
+    {"size", (getter)Parser_size, NULL, "rows buffered (fast and slow)", NULL},
+    {"error", (getter)Parser_error, NULL, "(line, column, message) of the first error, or None", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ParserType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rankalign.data._se_rows.PostsParser",
+    .tp_basicsize = sizeof(Parser),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Parses a Posts.xml stream with the libxml2 inside lxml (see the source).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Parser_init,
+    .tp_dealloc = (destructor)Parser_dealloc,
+    .tp_methods = Parser_methods,
+    .tp_members = Parser_members,
+    .tp_getset = Parser_getset,
+};
+
+static PyMethodDef module_methods[] = {
+    {"bind", py_bind, METH_O, "bind(path of lxml.etree's library) -> True when its push parser can be used"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_se_rows", "The per-row work of the StackExchange parse in C.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_se_rows", "The per-row work of the StackExchange parse in C.", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__se_rows(void) {
-    if (PyType_Ready(&CollectorType) < 0) return NULL;
+    if (PyType_Ready(&CollectorType) < 0 || PyType_Ready(&ParserType) < 0) return NULL;
 #define INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return NULL
     INTERN(K_ROW, "row");
     INTERN(K_TYPE, "PostTypeId");
@@ -269,6 +752,12 @@ PyMODINIT_FUNC PyInit__se_rows(void) {
     Py_INCREF(&CollectorType);
     if (PyModule_AddObject(m, "RowCollector", (PyObject *)&CollectorType) < 0) {
         Py_DECREF(&CollectorType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&ParserType);
+    if (PyModule_AddObject(m, "PostsParser", (PyObject *)&ParserType) < 0) {
+        Py_DECREF(&ParserType);
         Py_DECREF(m);
         return NULL;
     }

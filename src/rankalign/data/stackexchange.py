@@ -459,8 +459,19 @@ def _post_schema() -> Any:
     return pa.schema([(n, getattr(pa, t)()) for n, t in _POST_SCHEMA_FIELDS])
 
 
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _int64(value: str) -> int:
+    """``int(value)``, which must fit a 64-bit column (ValueError otherwise)."""
+    v = int(value)
+    if not _INT64[0] <= v <= _INT64[1]:
+        raise ValueError(f"{value!r} does not fit in 64 bits")
+    return v
+
+
 def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value else None
+    return _int64(value) if value else None
 
 
 def _progress(total: int | None, desc: str, enabled: bool, position: int = 0, unit: str = "rows") -> Any:
@@ -543,8 +554,37 @@ def _feed(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None,
             column = column - len(rng.prefix) + rng.col0
         result.error = {"file": str(path), "line": line, "column": column, "message": str(error.msg or error),
                         "rows_before": rows_seen()}
-    if isinstance(fh, _RangeReader):
+    if isinstance(getattr(fh, "newlines", None), int):  # a _RangeReader (or a _Replay of one)
         result.newlines = fh.newlines
+
+
+def _xml_error(result: ParseResult, path: Path, rng: ByteRange | None, line: int, column: int, message: str,
+               rows_before: int) -> None:
+    """Store an XML error in ``result`` as lxml reports it (message, line, column; of the part)."""
+    if line > 0:
+        message = f"{message}, line {line}, column {column}" if column > 0 else f"{message}, line {line}"
+    if rng is not None and rng.prefix and line == 1:
+        column = column - len(rng.prefix) + rng.col0
+    result.error = {"file": str(path), "line": line, "column": column, "message": message, "rows_before": rows_before}
+
+
+class _Replay:
+    """A binary stream that gives ``head`` first, then the rest of ``fh`` (its ``newlines``,
+    when it has them, are the underlying reader's)."""
+
+    def __init__(self, head: bytes, fh: Any) -> None:
+        self._head = head
+        self._fh = fh
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            out, self._head = self._head, b""
+            return out
+        return self._fh.read(size)
+
+    @property
+    def newlines(self) -> Any:
+        return getattr(self._fh, "newlines", None)
 
 
 def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None = None, bar: Any = None
@@ -590,8 +630,8 @@ def _post_row(a: dict[str, str], n: int, cols: tuple[list[Any], ...], result: Pa
     body = a.get("Body")
     cdate = a.get("CreationDate")
     try:
-        pid = int(id_s)  # type: ignore[arg-type]
-        score = int(a["Score"])
+        pid = _int64(id_s)  # type: ignore[arg-type]
+        score = _int64(a["Score"])
         datetime.fromisoformat(cdate)  # type: ignore[arg-type]
     except (TypeError, ValueError, KeyError) as exc:
         return malformed(f"Id={id_s!r}: missing or invalid Id/Score/CreationDate ({exc})")
@@ -609,7 +649,7 @@ def _post_row(a: dict[str, str], n: int, cols: tuple[list[Any], ...], result: Pa
         row = (base + n, pid, 1, None, acc, cdate, score, title, a.get("Tags"), body, has_code_block(body))
     else:
         try:
-            parent = int(a["ParentId"])
+            parent = _int64(a["ParentId"])
         except (KeyError, ValueError) as exc:
             return malformed(f"Id={pid}: answer without a valid ParentId ({exc})")
         counts["answers"] += 1
@@ -617,6 +657,13 @@ def _post_row(a: dict[str, str], n: int, cols: tuple[list[Any], ...], result: Pa
     for col, value in zip(cols, row, strict=True):
         col.append(value)
     return len(body)
+
+
+def _add_counts(result: ParseResult, c: Any) -> None:
+    """Add the row counts of a C parser or collector (those above zero, as Python counts)."""
+    for key, value in (("questions", c.questions), ("answers", c.answers), ("other post types", c.other)):
+        if value:
+            result.counts[key] += value
 
 
 def _row_collector(base: int) -> Any:
@@ -630,6 +677,43 @@ def _row_collector(base: int) -> Any:
     except ImportError:
         return None
     return RowCollector(base, datetime.fromisoformat, has_code_block)
+
+
+_BOUND: list[bool] = []
+
+
+def _posts_parser(base: int) -> Any:
+    """The whole parse in C (``rankalign.data._se_rows.PostsParser``: libxml2's push parser,
+    from lxml's library, with a C start-element callback), or None when it is not built, lxml's
+    library does not export the parser, or ``RANKALIGN_PURE_PYTHON`` is set."""
+    if os.environ.get("RANKALIGN_PURE_PYTHON"):
+        return None
+    try:
+        from lxml import etree
+
+        from rankalign.data import _se_rows
+    except ImportError:
+        return None
+    if not _BOUND:
+        _BOUND.append(bool(_se_rows.bind(etree.__file__)))
+    return _se_rows.PostsParser(base, has_code_block) if _BOUND[0] else None
+
+
+def _c_table(rows: int, columns: list[tuple[bytes, bytes | None, bytes | None, int]], schema: Any) -> Any:
+    """The Arrow table of :meth:`PostsParser.take`'s buffers (no copy of the values)."""
+    import pyarrow as pa
+
+    arrays = []
+    for (values, offsets, valid, nulls), f in zip(columns, schema, strict=True):
+        vb = pa.py_buffer(values)
+        mask = pa.py_buffer(valid) if valid is not None and nulls else None
+        if pa.types.is_string(f.type):
+            arrays.append(pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), vb, mask, nulls))
+        elif pa.types.is_boolean(f.type):
+            arrays.append(pa.Array.from_buffers(pa.uint8(), rows, [None, vb]).cast(pa.bool_()))
+        else:
+            arrays.append(pa.Array.from_buffers(f.type, rows, [mask, vb], null_count=nulls))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def parse_posts(
@@ -657,24 +741,63 @@ def parse_posts(
     result = ParseResult(site, str(path), "posts", part=part)
     schema = _post_schema()
     cols: tuple[list[Any], ...] = tuple([] for _ in _POST_COLS)
-    collector = _row_collector(base)
     body_chars = 0
+    c_tables: list[Any] = []  # tables of the C parser's buffers, written with the rows in cols
 
     def flush() -> None:
-        if not cols[0]:
+        if not cols[0] and not c_tables:
             return
         chunk = out_dir / f"posts-{site}-{part:03d}-{len(result.chunks):06d}.parquet"
         # uncompressed: the chunks are read once, and compressing costs ~20% of the parse
         # arrays with explicit types, then from_arrays: ``pa.table(dict)`` imports pandas
-        table = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
-        pq.write_table(table, chunk, compression="none")
+        tables = list(c_tables)
+        if cols[0]:
+            tables.append(pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)],
+                                               schema=schema))
+        pq.write_table(tables[0] if len(tables) == 1 else pa.concat_tables(tables), chunk, compression="none")
         result.chunks.append(str(chunk))
         for c in cols:
             c.clear()
+        c_tables.clear()
+
+    def add_slow(slow: list[tuple[int, dict[str, str]]]) -> int:
+        return sum(_post_row(a, n, cols, result, base) for n, a in slow)
 
     bar = _progress(None, f"{site} posts" + (f" [{part}]" if byte_range else ""), progress, position)
     with _open_part(path, out_dir, byte_range) as fh:
-        if collector is None:  # Python: a row at a time
+        parser = _posts_parser(base)
+        if parser is not None:  # a DOCTYPE (entity declarations) is left to lxml
+            head = fh.read(FEED_BYTES)
+            doctype, first_row = head.find(b"<!DOCTYPE"), head.find(b"<row")
+            if doctype >= 0 and (first_row < 0 or doctype < first_row):
+                parser = None
+            fh = _Replay(head, fh)
+        collector = _row_collector(base) if parser is None else None
+        if parser is not None:  # C: libxml2 and the row checks; the rows it does not take, in Python
+            seen = 0
+            while True:
+                data = fh.read(FEED_BYTES)
+                parser.feed(data, not data)
+                bar.update(parser.n - seen)
+                seen = parser.n
+                done = not data or parser.error is not None
+                if done or parser.size >= chunk_rows or parser.body_bytes >= CHUNK_BODY_CHARS:
+                    rows, columns, slow, _ = parser.take()
+                    if rows:
+                        c_tables.append(_c_table(rows, columns, schema))
+                    add_slow(slow)
+                    flush()
+                if done:
+                    break
+            n = parser.n
+            if parser.error is not None:
+                line, column, message = parser.error
+                _xml_error(result, path, byte_range, line, column, message or "XML error", n)
+            if isinstance(fh.newlines, int):
+                result.newlines = fh.newlines
+            _add_counts(result, parser)
+            bar.close()
+        elif collector is None:  # Python: a row at a time
             n = 0
             for a in _iter_rows(fh, result, path, byte_range, bar):
                 n += 1
@@ -682,7 +805,7 @@ def parse_posts(
                 if len(cols[0]) >= chunk_rows or body_chars >= CHUNK_BODY_CHARS:
                     flush()
                     body_chars = 0
-        else:  # C: the rows of each feed at once; the rows it does not take, in Python
+        else:  # lxml's parser, the row checks in C; the rows they do not take, in Python
             seen = 0
             for _ in _feed(fh, result, path, byte_range, collector.start, lambda: collector.n):
                 bar.update(collector.n - seen)
@@ -691,19 +814,15 @@ def parse_posts(
                     taken, slow, chars = collector.take()
                     for c, t in zip(cols, taken, strict=True):
                         c.extend(t)
-                    body_chars += chars
-                    for n, a in slow:
-                        body_chars += _post_row(a, n, cols, result, base)
+                    body_chars += chars + add_slow(slow)
                     flush()
                     body_chars = 0
             taken, slow, chars = collector.take()
             for c, t in zip(cols, taken, strict=True):
                 c.extend(t)
-            for n, a in slow:
-                _post_row(a, n, cols, result, base)
+            add_slow(slow)
             n = collector.n
-            result.counts.update({"questions": collector.questions, "answers": collector.answers,
-                                  "other post types": collector.other})
+            _add_counts(result, collector)
             bar.close()
     flush()
     result.rows = n
