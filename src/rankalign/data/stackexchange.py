@@ -3,9 +3,10 @@
 Pipeline, with memory bounded whatever the dump size:
 
 1. **Parse** (a process pool of ``--workers``): every ``Posts.xml`` (plain, ``.gz``,
-   ``.bz2``, ``.zst``; ``.7z`` is first extracted into the work folder) is streamed through
-   an lxml parser target (no element tree: a dict of attributes per row; the per-row checks
-   in C when built, :func:`_row_collector`) into uncompressed Parquet chunks of about
+   ``.bz2``, ``.zst``; ``.7z`` is first extracted into the work folder) is streamed, when
+   the C extension is built, by libxml2's push parser with a C callback that writes Arrow
+   buffers (:func:`_posts_parser`), else through an lxml parser target (no element tree: a
+   dict of attributes per row; :func:`_row_collector`), into uncompressed Parquet chunks of about
    ``chunk_rows`` rows / :data:`CHUNK_BODY_CHARS` characters of HTML (the work folder needs
    about the dump's uncompressed size of free disk); ``Votes.xml`` is streamed
    to up (VoteTypeId 2) / down (3) counts per post. A plain file of at least
