@@ -755,7 +755,8 @@ def parse_posts(
         if cols[0]:
             tables.append(pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)],
                                                schema=schema))
-        pq.write_table(tables[0] if len(tables) == 1 else pa.concat_tables(tables), chunk, compression="none")
+        pq.write_table(tables[0] if len(tables) == 1 else pa.concat_tables(tables), chunk, compression="none",
+                       use_dictionary=False, write_statistics=False)
         result.chunks.append(str(chunk))
         for c in cols:
             c.clear()
