@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from rankalign.data import se_html
-from rankalign.data.se_html import html_to_text
+from rankalign.data.se_html import html_to_text, html_to_texts
 
 pytest.importorskip("lxml")
 
@@ -58,20 +58,26 @@ def _soup(rng: random.Random, depth: int = 0) -> str:
     return "".join(parts)
 
 
-def _both(monkeypatch, bodies: list[str | None]) -> tuple[list[str], list[str]]:
-    html_to_text("<p>x</p>")  # load the parser (and the C walk, when built)
-    if se_html._C_WALK is None:
+def _all_ways(monkeypatch, bodies: list[str | None]) -> tuple[list[str], list[str], list[str]]:
+    """The texts: parsed and walked in C for the whole list, parsed by lxml and walked in C,
+    and all in Python."""
+    html_to_text("<p>x</p>")  # load the parser (and the C code, when built)
+    if se_html._C_WALK is None or se_html._C_TEXTS is None:
         pytest.skip("the C walk is not built here (no compiler when installing); the Python walk is in use")
+    fastest = html_to_texts(bodies)
+    monkeypatch.setattr(se_html, "_C_TEXTS", None)
     fast = [html_to_text(b) for b in bodies]
     monkeypatch.setattr(se_html, "_C_WALK", None)
     slow = [html_to_text(b) for b in bodies]
-    return fast, slow
+    return fastest, fast, slow
 
 
 def test_hand_worked_cases(monkeypatch):
     for html, expected in CASES.items():
         assert html_to_text(html) == expected, html
+    assert html_to_texts([*CASES, None, " \n", "a\x00b"]) == [*CASES.values(), "", "", html_to_text("a\x00b")]
     monkeypatch.setattr(se_html, "_C_WALK", None)
+    monkeypatch.setattr(se_html, "_C_TEXTS", None)
     for html, expected in CASES.items():
         assert html_to_text(html) == expected, html
 
@@ -79,9 +85,10 @@ def test_hand_worked_cases(monkeypatch):
 def test_c_walk_equals_python_walk_on_random_tag_soup(monkeypatch):
     rng = random.Random(0)
     bodies = [_soup(rng) for _ in range(5000)]
-    fast, slow = _both(monkeypatch, bodies)
-    bad = [(b, f, s) for b, f, s in zip(bodies, fast, slow, strict=True) if f != s]
-    assert not bad, bad[:3]
+    fastest, fast, slow = _all_ways(monkeypatch, bodies)
+    for texts in (fastest, fast):
+        bad = [(b, f, s) for b, f, s in zip(bodies, texts, slow, strict=True) if f != s]
+        assert not bad, bad[:3]
 
 
 def test_c_walk_equals_python_walk_on_real_bodies(monkeypatch, shared_data):
@@ -90,11 +97,15 @@ def test_c_walk_equals_python_walk_on_real_bodies(monkeypatch, shared_data):
         posts = shared_data / "stackexchange" / site / "Posts.xml"
         bodies += [r.get("Body") for r in ET.parse(posts).getroot().iter("row")]
     assert len(bodies) > 500
-    fast, slow = _both(monkeypatch, bodies)
-    assert fast == slow
+    fastest, fast, slow = _all_ways(monkeypatch, bodies)
+    assert fastest == slow and fast == slow
 
 
 def test_pure_python_switch(monkeypatch):
-    monkeypatch.setenv("RANKALIGN_PURE_PYTHON", "1")
     html_to_text("<p>x</p>")
-    assert se_html._load_c_walk() is None
+    for name in ("_PARSER", "_ETREE", "_C_WALK", "_C_TEXTS"):  # restored after the test
+        monkeypatch.setattr(se_html, name, getattr(se_html, name))
+    monkeypatch.setenv("RANKALIGN_PURE_PYTHON", "1")
+    se_html._load()
+    assert se_html._C_WALK is None and se_html._C_TEXTS is None
+    assert html_to_texts(list(CASES)) == list(CASES.values())

@@ -7,15 +7,20 @@
  * clean-up (blank-line runs outside code collapsed with Python's notion of whitespace, the
  * text stripped, code blocks put in). Tests compare the two on real and random bodies.
  *
- * Only struct fields are read: the node structs of libxml2 (its headers ship with lxml)
+ * walk() reads struct fields only: the node structs of libxml2 (its headers ship with lxml)
  * and the public element struct of lxml (lxml.etree.h: PyObject_HEAD, _doc, _c_node,
- * _tag). No libxml2 function is called, so nothing is linked. The caller checks that the
- * argument is an lxml element; the element keeps its document alive during the call.
+ * _tag); the caller checks that the argument is an lxml element, which keeps its document
+ * alive during the call. texts_of() also parses, a whole list of bodies in one call: with
+ * the libxml2 inside lxml (bind() looks its HTML parser up in lxml.etree's shared library,
+ * which exports it; nothing is linked), with the call, buffer, encoding and options of
+ * lxml's HTMLParser, so the tree is the one lxml builds.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include <dlfcn.h>
 #include <libxml/tree.h>
+#include <libxml/HTMLparser.h>
 
 /* lxml.etree.h, struct LxmlElement (public and stable since lxml 2) */
 struct rankalign_lxml_element {
@@ -264,13 +269,8 @@ fail:
     return NULL;
 }
 
-static PyObject *py_walk(PyObject *self, PyObject *arg) {
-    (void)self;
-    const xmlNode *node = ((struct rankalign_lxml_element *)arg)->_c_node;
-    if (node == NULL) {
-        PyErr_SetString(PyExc_ValueError, "element without a node");
-        return NULL;
-    }
+/* walk + clean-up of one <body>: its text as a new str */
+static PyObject *text_of_node(const xmlNode *node) {
     PyObject *codes = PyList_New(0);
     if (codes == NULL) return NULL;
     buf_t out = {0};
@@ -281,7 +281,153 @@ static PyObject *py_walk(PyObject *self, PyObject *arg) {
     return text;
 }
 
+static PyObject *py_walk(PyObject *self, PyObject *arg) {
+    (void)self;
+    const xmlNode *node = ((struct rankalign_lxml_element *)arg)->_c_node;
+    if (node == NULL) {
+        PyErr_SetString(PyExc_ValueError, "element without a node");
+        return NULL;
+    }
+    return text_of_node(node);
+}
+
+/* ---- texts_of(): the parse too, for a list of bodies, with the libxml2 inside lxml ---- */
+typedef htmlParserCtxtPtr (*new_ctxt_fn)(void);
+typedef htmlDocPtr (*read_memory_fn)(htmlParserCtxtPtr, const char *, int, const char *, const char *, int);
+typedef void (*free_doc_fn)(xmlDocPtr);
+static new_ctxt_fn x_new_ctxt;
+static read_memory_fn x_read_memory;
+static free_doc_fn x_free_doc;
+static htmlParserCtxtPtr html_ctxt;
+/* lxml's HTMLParser defaults (parser.pxi: RECOVER | NONET | COMPACT); errors not reported
+   (lxml collects them, we have no use for them) */
+static const int HTML_OPTIONS = HTML_PARSE_RECOVER | HTML_PARSE_NONET | HTML_PARSE_COMPACT | HTML_PARSE_NOERROR |
+                                HTML_PARSE_NOWARNING;
+static PyObject *WRAP_HEAD, *WRAP_TAIL;
+
+static PyObject *py_bind(PyObject *self, PyObject *arg) {
+    (void)self;
+    const char *path = PyUnicode_AsUTF8(arg);
+    if (path == NULL) return NULL;
+    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) Py_RETURN_FALSE;
+    x_new_ctxt = (new_ctxt_fn)dlsym(lib, "htmlNewParserCtxt");
+    x_read_memory = (read_memory_fn)dlsym(lib, "htmlCtxtReadMemory");
+    x_free_doc = (free_doc_fn)dlsym(lib, "xmlFreeDoc");
+    if (x_new_ctxt == NULL || x_read_memory == NULL || x_free_doc == NULL) {
+        x_read_memory = NULL;
+        Py_RETURN_FALSE;
+    }
+    if (html_ctxt == NULL) html_ctxt = x_new_ctxt();
+    if (html_ctxt == NULL) {
+        x_read_memory = NULL;
+        Py_RETURN_FALSE;
+    }
+    if (WRAP_HEAD == NULL) WRAP_HEAD = PyUnicode_InternFromString("<html><body><div>");
+    if (WRAP_TAIL == NULL) WRAP_TAIL = PyUnicode_InternFromString("</div></body></html>");
+    if (WRAP_HEAD == NULL || WRAP_TAIL == NULL) return NULL;
+    Py_RETURN_TRUE;
+}
+
+static const xmlNode *first_element(const xmlNode *n, const char *name) {
+    for (; n != NULL; n = n->next) {
+        if (n->type == XML_ELEMENT_NODE && (name == NULL || (n->name && !strcmp((const char *)n->name, name))))
+            return n;
+    }
+    return NULL;
+}
+
+/* one body: its text (new ref), "" for a blank one, or None (new ref) when the caller must
+   use the Python way (a NUL character, no document or no body, nesting too deep) */
+static PyObject *text_of_body(PyObject *html) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(html);
+    int kind = PyUnicode_KIND(html);
+    const void *d = PyUnicode_DATA(html);
+    Py_ssize_t i = 0;
+    while (i < n && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, d, i))) i++;
+    if (i == n) return PyUnicode_FromStringAndSize("", 0); /* html.strip() is empty */
+    for (Py_ssize_t j = i; j < n; j++) {
+        if (PyUnicode_READ(kind, d, j) == 0) Py_RETURN_NONE;
+    }
+    PyObject *head = PyUnicode_Concat(WRAP_HEAD, html);
+    if (head == NULL) return NULL;
+    PyObject *doc_text = PyUnicode_Concat(head, WRAP_TAIL);
+    Py_DECREF(head);
+    if (doc_text == NULL) return NULL;
+    /* the str's own buffer and encoding, as lxml's _parseUnicodeDoc passes them */
+    Py_ssize_t len = PyUnicode_GET_LENGTH(doc_text);
+    const char *enc;
+    switch (PyUnicode_KIND(doc_text)) {
+    case PyUnicode_1BYTE_KIND:
+        enc = PyUnicode_MAX_CHAR_VALUE(doc_text) <= 127 ? "UTF-8" : "ISO-8859-1";
+        break;
+    case PyUnicode_2BYTE_KIND:
+        len *= 2;
+        enc = PY_BIG_ENDIAN ? "UTF-16BE" : "UTF-16LE";
+        break;
+    default:
+        len *= 4;
+        enc = PY_BIG_ENDIAN ? "UTF-32BE" : "UTF-32LE";
+    }
+    if (len > INT_MAX) {
+        Py_DECREF(doc_text);
+        Py_RETURN_NONE;
+    }
+    htmlDocPtr doc = x_read_memory(html_ctxt, (const char *)PyUnicode_DATA(doc_text), (int)len, NULL, enc,
+                                   HTML_OPTIONS);
+    Py_DECREF(doc_text);
+    if (doc == NULL) Py_RETURN_NONE;
+    const xmlNode *root = first_element(doc->children, NULL);
+    const xmlNode *body = root ? first_element(root->children, "body") : NULL;
+    PyObject *text;
+    if (body == NULL) {
+        Py_INCREF(Py_None);
+        text = Py_None;
+    } else {
+        text = text_of_node(body);
+        if (text == NULL && PyErr_ExceptionMatches(PyExc_RecursionError)) {
+            PyErr_Clear();
+            Py_INCREF(Py_None);
+            text = Py_None;
+        }
+    }
+    x_free_doc(doc);
+    return text;
+}
+
+/* texts_of(bodies: list) -> list: text_of_body of each (None for the Python way) */
+static PyObject *py_texts_of(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (x_read_memory == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() first");
+        return NULL;
+    }
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "a list of str is needed");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *html = PyList_GET_ITEM(arg, i), *text;
+        if (html == Py_None) text = PyUnicode_FromStringAndSize("", 0);
+        else if (!PyUnicode_Check(html)) {
+            Py_INCREF(Py_None);
+            text = Py_None;
+        } else text = text_of_body(html);
+        if (text == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, text);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"bind", py_bind, METH_O, "bind(path of lxml.etree's library) -> True when its HTML parser can be used"},
+    {"texts_of", py_texts_of, METH_O, "texts_of(list of HTML bodies) -> their texts (None: use the Python way)"},
     {"walk", py_walk, METH_O,
      "walk(body_element) -> text: the body's text as se_html.html_to_text returns it"},
     {NULL, NULL, 0, NULL},

@@ -38,6 +38,8 @@ _PARSER: Any = None
 _ETREE: Any = None
 #: the C walk (rankalign.data._html_walk, built when a compiler was at hand), or None
 _C_WALK: Any = None
+#: the C parse-and-walk of a list of bodies (the same module, with lxml's libxml2), or None
+_C_TEXTS: Any = None
 _FENCE = "\x00{}\x00"
 
 
@@ -61,13 +63,8 @@ def html_to_text(html: str | None) -> str:
     """
     if html is None or not html.strip():
         return ""
-    global _PARSER, _ETREE, _C_WALK
-    if _PARSER is None:  # a plain HTML parser: no lxml.html element classes (3x faster)
-        from lxml import etree
-
-        _ETREE = etree
-        _PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True)
-        _C_WALK = _load_c_walk()
+    if _PARSER is None:
+        _load()
     etree = _ETREE
     try:
         doc = etree.fromstring(f"<html><body><div>{html}</div></body></html>", _PARSER)
@@ -107,23 +104,48 @@ _SELF_TEST = ("<p>a &amp; <code>b</code></p><pre><code>\nx &lt; 1\n\n</code></pr
               "<img alt='e'><table><tr><td>f</td></tr></table><script>g</script><hr>h \u00a0\n\u2003\n\u00e9 ")
 
 
-def _load_c_walk() -> Any:
-    """The compiled walk when it is built, works with this lxml and gives the Python walk's
-    result on a sample that uses every rule; else None (the Python walk is used)."""
+def html_to_texts(bodies: list[str | None]) -> list[str]:
+    """:func:`html_to_text` of each body: one call into C for the whole list when the C
+    module is built and bound to lxml's libxml2 (the same texts, ~25% faster per body)."""
+    if _PARSER is None:
+        _load()
+    if _C_TEXTS is None:
+        return [html_to_text(b) for b in bodies]
+    texts = _C_TEXTS(bodies if isinstance(bodies, list) else list(bodies))
+    for i, text in enumerate(texts):
+        if text is None:  # a NUL character, no document or body, too deep: the Python way
+            texts[i] = html_to_text(bodies[i])
+    return texts
+
+
+def _load() -> None:
+    """Make the HTML parser, and pick up the C code when it is built, works with this lxml
+    and gives the Python result on a sample that uses every rule (else it is not used)."""
+    global _PARSER, _ETREE, _C_WALK, _C_TEXTS
     import os
 
+    from lxml import etree
+
+    _ETREE = etree
+    # a plain HTML parser: no lxml.html element classes (3x faster)
+    _PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True)
+    _C_WALK = _C_TEXTS = None
     if os.environ.get("RANKALIGN_PURE_PYTHON"):
-        return None
+        return
     try:
-        from rankalign.data._html_walk import walk
+        from rankalign.data import _html_walk
     except ImportError:
-        return None
-    doc = _ETREE.fromstring(f"<html><body><div>{_SELF_TEST}</div></body></html>", _PARSER)
+        return
+    doc = etree.fromstring(f"<html><body><div>{_SELF_TEST}</div></body></html>", _PARSER)
+    expected = _py_text(doc[0])
     try:
-        same = walk(doc[0]) == _py_text(doc[0])
+        if _html_walk.walk(doc[0]) == expected:
+            _C_WALK = _html_walk.walk
+        if _C_WALK is not None and _html_walk.bind(etree.__file__) and \
+                _html_walk.texts_of([_SELF_TEST, "  ", None]) == [expected, "", ""]:
+            _C_TEXTS = _html_walk.texts_of
     except Exception:  # any failure means: do not use it
-        same = False
-    return walk if same else None
+        pass
 
 
 def _walk(el: Any, out: list[str], codes: list[str]) -> None:

@@ -102,7 +102,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rankalign.data.record import ListRecord, parse_datetime
-from rankalign.data.se_html import has_code_block, html_to_text
+from rankalign.data.se_html import has_code_block, html_to_text, html_to_texts
 from rankalign.errors import ConfigError, UserError
 
 #: the suffixes a dump file may have, in the order they are looked for in a site folder.
@@ -1274,8 +1274,12 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str, str, str]
     tags: Counter = Counter()
     dumps = orjson.dumps
     newline = orjson.OPT_APPEND_NEWLINE
+    texts = html_to_texts([row[5] for group in chunk for row in group])  # all bodies in one call
+    start = 0
     for group in chunk:
-        rec = _finish_question(group, opts, count_tokens, counts, has_votes=has_votes, site=site, id_prefix=id_prefix)
+        rec = _finish_question(group, texts[start: start + len(group)], opts, count_tokens, counts,
+                               has_votes=has_votes, site=site, id_prefix=id_prefix)
+        start += len(group)
         if rec is None:
             continue
         if not lines:
@@ -1304,19 +1308,20 @@ def _count_pool(years: dict[int, dict[int, int]], year: int, n_responses: int) -
 
 
 def _finish_question(
-    group: list[tuple[Any, ...]], opts: StackExchangeOptions, count_tokens: Callable[[str], int],
+    group: list[tuple[Any, ...]], texts: list[str], opts: StackExchangeOptions, count_tokens: Callable[[str], int],
     res: SiteResult, *, has_votes: bool, site: str, id_prefix: str = "",
 ) -> dict[str, Any] | None:
-    """Convert one candidate question and its (vote-filtered) answers (rows in
-    :data:`_STREAM_COLS` order); apply the text filters; the record's JSON form or ``None``."""
-    _qid, _kind, q_id, q_title, q_tags, q_body, q_created, q_score, acc_id, q_up, q_down = group[0]
+    """One candidate question and its (vote-filtered) answers (rows in :data:`_STREAM_COLS`
+    order, ``texts`` their bodies as text); apply the text filters; the record's JSON form
+    or ``None``."""
+    _qid, _kind, q_id, q_title, q_tags, _q_body, q_created, q_score, acc_id, q_up, q_down = group[0]
     title = (q_title or "").strip()
-    question_text = html_to_text(q_body)
+    question_text = texts[0]
     responses: list[dict[str, Any]] = []
     acc_dropped = False
     max_answer_tokens = opts.max_answer_tokens
-    for _q, _k, a_id, _t, _g, a_body, a_created, a_score, _acc, a_up, a_down in group[1:]:
-        text = html_to_text(a_body)
+    for (_q, _k, a_id, _t, _g, _b, a_created, a_score, _acc, a_up, a_down), text in zip(group[1:], texts[1:],
+                                                                                        strict=True):
         reason = None
         if not text:
             reason = "empty answer body"
