@@ -624,3 +624,25 @@ def test_c_parse_equals_python_on_real_dumps_and_byte_ranges(monkeypatch, shared
             _same(_parse_all_ways(monkeypatch, posts, tmp_path / f"{site}-{k}", byte_range=rng))
 
 
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_route_lines_copies_runs_to_their_files(tmp_path, monkeypatch, kernel_copy):
+    import array
+    import os
+
+    import numpy as np
+
+    from rankalign.data.stackexchange import _route_lines
+
+    if not kernel_copy:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    lines = [f'{{"id": {i}, "t": "{"x" * (i % 7)}"}}\n'.encode() for i in range(50)]
+    part = tmp_path / "part.jsonl"
+    part.write_bytes(b"".join(lines))
+    lengths = array.array("I", map(len, lines)).tobytes()
+    assign = np.random.default_rng(0).integers(0, 3, size=60).astype(np.uint8)  # longer than the part
+    with open(tmp_path / "a", "wb", buffering=0) as fa, open(tmp_path / "b", "wb", buffering=0) as fb:
+        assert _route_lines(str(part), lengths, assign, (None, fa, fb)) == 50
+    for k, name in ((1, "a"), (2, "b")):
+        assert (tmp_path / name).read_bytes() == b"".join(ln for ln, w in zip(lines, assign, strict=False) if w == k)

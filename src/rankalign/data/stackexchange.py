@@ -946,6 +946,7 @@ class SiteResult:
     site: str
     kept_dir: str
     kept_parts: list[str] = field(default_factory=list)  # JSON-lines files in question-Id order
+    kept_lengths: list[bytes] = field(default_factory=list)  # their lines' byte lengths (uint32)
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
     answers_dropped: Counter = field(default_factory=Counter)
@@ -1110,6 +1111,7 @@ def build_site(
 
         def collect(done: ConvertResult) -> None:
             res.kept_parts.append(done.path)
+            res.kept_lengths.append(done.lengths)
             res.kept += done.kept
             res.dropped.update(done.dropped)
             res.answers_dropped.update(done.answers_dropped)
@@ -1240,6 +1242,7 @@ class ConvertResult:
     it: ``[year, responses, tags]`` per record), statistics and drop counts."""
 
     path: str
+    lengths: bytes  # the byte length of each record's line, as uint32
     years: dict[int, dict[int, int]]
     tags: Counter
     kept: int
@@ -1294,7 +1297,10 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str, str, str]
         fh.write(b"".join(lines))
     with open(Path(path).with_suffix(".info"), "wb") as fh:
         fh.write(b"".join(info))
-    return ConvertResult(path, years, tags, len(lines), len(chunk), counts.dropped, counts.answers_dropped)
+    import array
+
+    lengths = array.array("I", map(len, lines)).tobytes()
+    return ConvertResult(path, lengths, years, tags, len(lines), len(chunk), counts.dropped, counts.answers_dropped)
 
 
 def _count_pool(years: dict[int, dict[int, int]], year: int, n_responses: int) -> None:
@@ -1624,11 +1630,11 @@ def _finish(
         stats_job = executor.submit(_write_stats, stats, staging) if executor is not None else None
         try:
             idx = 0
-            with open(staging / "train.jsonl", "wb") as ftr, open(staging / "test.jsonl", "wb") as fte:
-                for part in (p for b in built for p in b.kept_parts):
-                    with open(part, "rb") as fh:
-                        data = fh.read()
-                    idx += _route_lines(data, assign[idx:], (None, ftr, fte))
+            with open(staging / "train.jsonl", "wb", buffering=0) as ftr, \
+                    open(staging / "test.jsonl", "wb", buffering=0) as fte:
+                for b in built:
+                    for part, lengths in zip(b.kept_parts, b.kept_lengths, strict=True):
+                        idx += _route_lines(part, lengths, assign[idx:], (None, ftr, fte))
         finally:
             if stats_job is not None:
                 stats_job.result()
@@ -1645,26 +1651,48 @@ def _finish(
     return summary
 
 
-def _route_lines(data: bytes, assign: Any, files: tuple[Any, ...]) -> int:
-    """Write each line of ``data`` to ``files[assign[i]]`` (``None``: dropped), as runs of
-    consecutive lines that go to the same file, sliced from ``data`` without copies.
+def _route_lines(path: str, lengths: bytes, assign: Any, files: tuple[Any, ...]) -> int:
+    """Copy each line of the file ``path`` (``lengths``: their byte lengths, uint32) to
+    ``files[assign[i]]`` (unbuffered binary files; ``None``: dropped), as runs of consecutive
+    lines that go to the same file, copied by the kernel (``os.copy_file_range``) where it can.
     Returns the number of lines."""
     import numpy as np
 
-    if not data:
-        return 0
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1  # after each "\n"
+    ends = np.cumsum(np.frombuffer(lengths, dtype=np.uint32), dtype=np.int64)
     n = len(ends)
+    if not n:
+        return 0
     where = np.asarray(assign[:n])
     change = np.flatnonzero(where[1:] != where[:-1]) + 1  # first line of each run but the first
-    starts = np.concatenate(([0], change))
-    stops = np.concatenate((change, [n]))
-    view = memoryview(data)
-    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-        fh = files[int(where[a])]
-        if fh is not None:
-            fh.write(view[(int(ends[a - 1]) if a else 0): int(ends[b - 1])])
+    starts = np.concatenate(([0], change)).tolist()
+    stops = np.concatenate((change, [n])).tolist()
+    with open(path, "rb", buffering=0) as src:
+        for a, b in zip(starts, stops, strict=True):
+            dst = files[int(where[a])]
+            if dst is not None:
+                _copy_range(src, dst, int(ends[a - 1]) if a else 0, int(ends[b - 1]))
     return n
+
+
+def _copy_range(src: Any, dst: Any, start: int, stop: int) -> None:
+    """Append bytes ``[start, stop)`` of ``src`` to ``dst`` (both unbuffered binary files)."""
+    copy = getattr(os, "copy_file_range", None)
+    while start < stop:
+        if copy is not None:
+            try:
+                done = copy(src.fileno(), dst.fileno(), stop - start, start)
+            except OSError:  # another file system, an old kernel: plain reads and writes
+                copy = None
+                continue
+            if done == 0:
+                raise RuntimeError(f"internal error: {src.name} ends before byte {stop}")
+        else:
+            src.seek(start)
+            data = src.read(min(stop - start, 1 << 24))
+            if not data:
+                raise RuntimeError(f"internal error: {src.name} ends before byte {stop}")
+            done = dst.write(data)
+        start += done
 
 
 def _top_tags(counter: Counter, k: int = 90) -> list[dict[str, Any]]:
