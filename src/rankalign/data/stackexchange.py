@@ -1475,6 +1475,9 @@ def build_stacocoqa(
         for e in errors:
             print(f"warning: XML error in {e['file']} at line {e['line']}, column {e['column']}: {e['message']}; "
                   f"kept the {e['rows_before']} rows before it", file=sys.stderr)
+        if pool is not None:  # the workers wait for DuckDB's join and sort: import matplotlib meanwhile
+            for _ in range(opts.workers):
+                pool.submit(_import_plotting)
         built = []
         for s in sites:  # DuckDB uses `workers` threads; the HTML conversion runs in the pool
             pc = [c for r in parsed if r.site == s.name and r.kind == "posts" for c in r.chunks]
@@ -1731,10 +1734,17 @@ def _write_stats(stats: dict[str, Any], folder: Path) -> None:
     _plot_stats(stats, folder / "stats.png")
 
 
-def _plot_stats(stats: dict[str, Any], path: Path) -> None:
+def _import_plotting() -> None:
+    """Import matplotlib with the Agg backend (a pool worker does it while it would wait:
+    the statistics plot, at the end of the build, then does not wait for the import)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+
+def _plot_stats(stats: dict[str, Any], path: Path) -> None:
+    _import_plotting()
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
