@@ -66,7 +66,8 @@ def write_posts(path: Path, rows: list[str], bom: bool = True) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # split on "\n" only: a text may hold U+2028, which str.splitlines() also splits on
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def outputs(out: Path) -> tuple[list[dict], list[dict], dict]:
@@ -494,7 +495,7 @@ def test_question_chunks_cut_whole_questions_at_the_limits(monkeypatch):
             start += size
         if start < table.num_rows:
             batches.extend(table.slice(start).to_batches())
-        chunks = [se._group_rows(c) for c in se._question_chunks(iter(batches))]
+        chunks = [se._group_rows(se._chunk_columns(c)) for c in se._question_chunks(iter(batches))]
         assert [g for c in chunks for g in c] == naive
         for c in chunks[:-1]:  # reference rule: stop after the group that reaches a limit
             chars = [sum(len(r[5] or "") for r in g) for g in c]
@@ -646,3 +647,30 @@ def test_route_lines_copies_runs_to_their_files(tmp_path, monkeypatch, kernel_co
         assert _route_lines(str(part), lengths, assign, (None, fa, fb)) == 50
     for k, name in ((1, "a"), (2, "b")):
         assert (tmp_path / name).read_bytes() == b"".join(ln for ln, w in zip(lines, assign, strict=False) if w == k)
+
+
+def test_c_records_are_the_python_bytes(monkeypatch, tmp_path):
+    from rankalign.data import stackexchange as se
+
+    if se._records_in_c(se.StackExchangeOptions()) is None:
+        pytest.skip("the C records are not built here (no compiler when installing)")
+    tricky = "&lt;p&gt;q &amp;quot;x&amp;quot; \\ back\\slash \t tab &#xD; \u00e9 \U0001f600 \u2028&lt;/p&gt;"
+    rows = [
+        q(1, CODE_Q, acc=11), ans(10, 1, "<p>a \"quoted\" \\ </p>"), ans(11, 1, "<p>b\u00e9</p>", -3),
+        q(2, INLINE_Q, acc=21), ans(20, 2, "  "), ans(21, 2, "<p>kept</p>"), ans(22, 2, "<p>c</p>"),  # empty answer
+        q(3, INLINE_Q, acc=30), ans(30, 3, "<p></p>"), ans(31, 3, "<p>x</p>"), ans(32, 3, "<p>y</p>"),  # acc filtered
+        q(4, INLINE_Q, acc=41), ans(41, 4, "<p>only</p>"),                                               # pool too small
+        '  <row Id="5" PostTypeId="1" CreationDate="2021-05-01T00:00:00.000" Score="-2" '
+        f'Body="{tricky}" Title="  \u00a0Title \\ &quot;q&quot; " Tags="|a|b\u00e9|" AcceptedAnswerId="51" />',
+        ans(50, 5, tricky.replace("&lt;p&gt;", "&lt;pre&gt;"), 7), ans(51, 5, "<p>z</p>", 0),
+    ]
+    posts = write_posts(tmp_path / "s" / "Posts.xml", rows)
+    out = {}
+    for mode in ("c", "py"):
+        if mode == "py":
+            monkeypatch.setenv("RANKALIGN_PURE_PYTHON", "1")
+        s = build_stacocoqa(posts, tmp_path / mode, _opts(test_fraction=0.0, code_filter=False)).to_dict()
+        out[mode] = ((tmp_path / mode / "train.jsonl").read_bytes(), s["questions"], s["answers"])
+    assert out["c"] == out["py"]
+    train, _, _ = outputs(tmp_path / "c")
+    assert [r["id"] for r in train] == ["1", "2", "5"] and out["c"][1]["dropped"]["accepted answer filtered"] == 1

@@ -722,10 +722,295 @@ static PyTypeObject ParserType = {
     .tp_getset = Parser_getset,
 };
 
+static PyObject *py_records(PyObject *self, PyObject *args);
+
 static PyMethodDef module_methods[] = {
     {"bind", py_bind, METH_O, "bind(path of lxml.etree's library) -> True when its push parser can be used"},
+    {"records", py_records, METH_VARARGS, "the JSON lines of a conversion chunk (see the source)"},
     {NULL, NULL, 0, NULL},
 };
+
+
+/* ======================================================================================
+ * records(): the records of a conversion chunk, as JSON lines, for the default options (no
+ * token limits, no pool maximum, no vote spread: the caller checks), with exactly the
+ * rules of stackexchange._finish_question and the bytes orjson writes for its dicts.
+ * ==================================================================================== */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} out_t;
+
+static int oput(out_t *o, const char *s, size_t n) {
+    if (n == 0) return 0;
+    if (o->len + n > o->cap) {
+        size_t cap = o->cap ? o->cap : 65536;
+        while (cap < o->len + n) cap *= 2;
+        char *p = PyMem_Realloc(o->data, cap);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        o->data = p;
+        o->cap = cap;
+    }
+    memcpy(o->data + o->len, s, n);
+    o->len += n;
+    return 0;
+}
+
+static int olit(out_t *o, const char *s) { return oput(o, s, strlen(s)); }
+
+/* a JSON string as orjson writes it: ", \ and control characters escaped, UTF-8 as is */
+static int ostr(out_t *o, PyObject *str) {
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(str, &n);
+    if (s == NULL) return -1;
+    if (oput(o, "\"", 1) < 0) return -1;
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (oput(o, s + start, (size_t)(i - start)) < 0) return -1;
+        char esc[8];
+        const char *e = NULL;
+        switch (c) {
+        case '"': e = "\\\""; break;
+        case '\\': e = "\\\\"; break;
+        case '\b': e = "\\b"; break;
+        case '\f': e = "\\f"; break;
+        case '\n': e = "\\n"; break;
+        case '\r': e = "\\r"; break;
+        case '\t': e = "\\t"; break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            e = esc;
+        }
+        if (olit(o, e) < 0) return -1;
+        start = i + 1;
+    }
+    if (oput(o, s + start, (size_t)(n - start)) < 0) return -1;
+    return oput(o, "\"", 1);
+}
+
+/* a JSON value for a str, an int (64 bits), a bool or None */
+static int oval(out_t *o, PyObject *v) {
+    if (v == Py_None) return olit(o, "null");
+    if (v == Py_True) return olit(o, "true");
+    if (v == Py_False) return olit(o, "false");
+    if (PyUnicode_Check(v)) return ostr(o, v);
+    if (PyLong_Check(v)) {
+        long long x = PyLong_AsLongLong(v);
+        if (x == -1 && PyErr_Occurred()) return -1;
+        char num[32];
+        int k = snprintf(num, sizeof num, "%lld", x);
+        return oput(o, num, (size_t)k);
+    }
+    PyErr_SetString(PyExc_TypeError, "records(): unexpected value type");
+    return -1;
+}
+
+/* a JSON string of str(v) */
+static int ostr_of(out_t *o, PyObject *v) {
+    PyObject *s = PyObject_Str(v);
+    if (s == NULL) return -1;
+    int rc = ostr(o, s);
+    Py_DECREF(s);
+    return rc;
+}
+
+static int bump(PyObject *counter, const char *key) {
+    PyObject *k = PyUnicode_FromString(key);
+    if (k == NULL) return -1;
+    PyObject *old = PyDict_GetItemWithError(counter, k);
+    long v = old ? PyLong_AsLong(old) : 0;
+    PyObject *nv = PyLong_FromLong(v + 1);
+    int rc = nv ? PyDict_SetItem(counter, k, nv) : -1;
+    Py_XDECREF(nv);
+    Py_DECREF(k);
+    return rc;
+}
+
+enum { S_QID, S_KIND, S_ID, S_TITLE, S_TAGS, S_BODY, S_CREATED, S_SCORE, S_ACC, S_UP, S_DOWN, S_NCOLS };
+
+/* records(columns, texts, min_answers, has_votes, site, id_prefix, split_tags)
+     -> (jsonl bytes, line lengths as uint32 bytes, [(created, responses, tags)], dropped, answers dropped, questions) */
+static PyObject *py_records(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *cols, *texts, *site, *prefix, *split_tags;
+    int min_answers, has_votes;
+    if (!PyArg_ParseTuple(args, "O!O!ipUUO", &PyTuple_Type, &cols, &PyList_Type, &texts, &min_answers, &has_votes,
+                          &site, &prefix, &split_tags))
+        return NULL;
+    if (PyTuple_GET_SIZE(cols) != S_NCOLS) {
+        PyErr_SetString(PyExc_ValueError, "records(): 11 columns are needed");
+        return NULL;
+    }
+    PyObject *c[S_NCOLS];
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    for (int k = 0; k < S_NCOLS; k++) {
+        c[k] = PyTuple_GET_ITEM(cols, k);
+        if (!PyList_Check(c[k]) || PyList_GET_SIZE(c[k]) != n) {
+            PyErr_SetString(PyExc_ValueError, "records(): columns and texts of different lengths");
+            return NULL;
+        }
+    }
+    out_t o = {0}, lens = {0};
+    PyObject *stats = PyList_New(0), *dropped = PyDict_New(), *adropped = PyDict_New();
+    PyObject *result = NULL, *resp_pos = NULL;
+    long questions = 0;
+    if (stats == NULL || dropped == NULL || adropped == NULL) goto done;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_ssize_t end = i + 1; /* a question's rows: the same qid */
+        while (end < n) {
+            int same = PyObject_RichCompareBool(PyList_GET_ITEM(c[S_QID], end), PyList_GET_ITEM(c[S_QID], i), Py_EQ);
+            if (same < 0) goto done;
+            if (!same) break;
+            end++;
+        }
+        questions++;
+        PyObject *acc = PyList_GET_ITEM(c[S_ACC], i);
+        PyObject *qtext = PyList_GET_ITEM(texts, i);
+        if (!PyUnicode_Check(qtext)) {
+            PyErr_SetString(PyExc_TypeError, "records(): texts must be str");
+            goto done;
+        }
+        /* answers: which ones stay (a non-empty text), and whether the accepted one went */
+        int acc_dropped = 0;
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t j = i + 1; j < end; j++) {
+            PyObject *t = PyList_GET_ITEM(texts, j);
+            if (!PyUnicode_Check(t)) {
+                PyErr_SetString(PyExc_TypeError, "records(): texts must be str");
+                goto done;
+            }
+            if (PyUnicode_GET_LENGTH(t) == 0) {
+                if (bump(adropped, "empty answer body") < 0) goto done;
+                int is_acc = PyObject_RichCompareBool(PyList_GET_ITEM(c[S_ID], j), acc, Py_EQ);
+                if (is_acc < 0) goto done;
+                acc_dropped |= is_acc;
+            } else kept++;
+        }
+        const char *reason = NULL;
+        if (acc_dropped) reason = "accepted answer filtered";
+        else if (kept < min_answers) reason = "pool too small";
+        else if (PyUnicode_GET_LENGTH(qtext) == 0) reason = "empty body";
+        if (reason != NULL) {
+            if (bump(dropped, reason) < 0) goto done;
+            i = end;
+            continue;
+        }
+        size_t start_len = o.len;
+        PyObject *title = PyList_GET_ITEM(c[S_TITLE], i);
+        PyObject *tstrip = title == Py_None ? PyUnicode_FromString("") : PyObject_CallMethod(title, "strip", NULL);
+        if (tstrip == NULL) goto done;
+        PyObject *tags = PyObject_CallOneArg(split_tags, PyList_GET_ITEM(c[S_TAGS], i));
+        if (tags == NULL || !PyList_Check(tags)) {
+            Py_DECREF(tstrip);
+            Py_XDECREF(tags);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "records(): split_tags must return a list");
+            goto done;
+        }
+        int rc = 0;
+        rc |= olit(&o, "{\"id\":\"");
+        {   /* id_prefix + str(q_id), as one JSON string */
+            PyObject *qs = PyObject_Str(PyList_GET_ITEM(c[S_ID], i));
+            PyObject *full = qs ? PyUnicode_Concat(prefix, qs) : NULL;
+            Py_XDECREF(qs);
+            if (full == NULL) rc = -1;
+            else {
+                o.len -= 1; /* ostr writes its own opening quote */
+                rc |= ostr(&o, full);
+                Py_DECREF(full);
+            }
+        }
+        rc |= olit(&o, ",\"prompt\":");
+        {
+            PyObject *prompt = PyUnicode_FromFormat("%U\n\n%U", tstrip, qtext);
+            if (prompt == NULL) rc = -1;
+            else {
+                rc |= ostr(&o, prompt);
+                Py_DECREF(prompt);
+            }
+        }
+        rc |= olit(&o, ",\"responses\":[");
+        int first = 1;
+        for (Py_ssize_t j = i + 1; j < end && rc == 0; j++) {
+            PyObject *t = PyList_GET_ITEM(texts, j);
+            if (PyUnicode_GET_LENGTH(t) == 0) continue;
+            PyObject *aid = PyList_GET_ITEM(c[S_ID], j);
+            int is_acc = PyObject_RichCompareBool(aid, acc, Py_EQ);
+            if (is_acc < 0) {
+                rc = -1;
+                break;
+            }
+            rc |= olit(&o, first ? "{\"text\":" : ",{\"text\":");
+            first = 0;
+            rc |= ostr(&o, t);
+            rc |= olit(&o, ",\"attributes\":{\"votes\":");
+            rc |= oval(&o, PyList_GET_ITEM(c[S_SCORE], j));
+            rc |= olit(&o, ",\"created\":");
+            rc |= oval(&o, PyList_GET_ITEM(c[S_CREATED], j));
+            rc |= olit(&o, is_acc ? ",\"accepted\":true,\"post_id\":" : ",\"accepted\":false,\"post_id\":");
+            rc |= ostr_of(&o, aid);
+            if (has_votes) {
+                rc |= olit(&o, ",\"up\":");
+                rc |= oval(&o, PyList_GET_ITEM(c[S_UP], j));
+                rc |= olit(&o, ",\"down\":");
+                rc |= oval(&o, PyList_GET_ITEM(c[S_DOWN], j));
+            }
+            rc |= olit(&o, "}}");
+        }
+        rc |= olit(&o, "],\"meta\":{\"title\":");
+        rc |= ostr(&o, tstrip);
+        rc |= olit(&o, ",\"tags\":[");
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(tags) && rc == 0; k++) {
+            if (k) rc |= olit(&o, ",");
+            rc |= oval(&o, PyList_GET_ITEM(tags, k));
+        }
+        rc |= olit(&o, "],\"accepted_answer_id\":");
+        rc |= ostr_of(&o, acc);
+        rc |= olit(&o, ",\"created\":");
+        rc |= oval(&o, PyList_GET_ITEM(c[S_CREATED], i));
+        rc |= olit(&o, ",\"score\":");
+        rc |= oval(&o, PyList_GET_ITEM(c[S_SCORE], i));
+        rc |= olit(&o, ",\"site\":");
+        rc |= ostr(&o, site);
+        rc |= olit(&o, ",\"source\":\"stackexchange\",\"question_id\":");
+        rc |= ostr_of(&o, PyList_GET_ITEM(c[S_ID], i));
+        if (has_votes) {
+            rc |= olit(&o, ",\"up\":");
+            rc |= oval(&o, PyList_GET_ITEM(c[S_UP], i));
+            rc |= olit(&o, ",\"down\":");
+            rc |= oval(&o, PyList_GET_ITEM(c[S_DOWN], i));
+        }
+        rc |= olit(&o, "}}\n");
+        uint32_t line = (uint32_t)(o.len - start_len);
+        if (rc == 0) rc = oput(&lens, (const char *)&line, 4);
+        if (rc == 0) {
+            PyObject *st = Py_BuildValue("(OnN)", PyList_GET_ITEM(c[S_CREATED], i), kept, tags);
+            tags = NULL; /* the tuple has it */
+            rc = st ? PyList_Append(stats, st) : -1;
+            Py_XDECREF(st);
+        }
+        Py_XDECREF(tags);
+        Py_DECREF(tstrip);
+        if (rc) goto done;
+        i = end;
+    }
+    result = Py_BuildValue("(NNOOOl)", PyBytes_FromStringAndSize(o.data ? o.data : "", (Py_ssize_t)o.len),
+                           PyBytes_FromStringAndSize(lens.data ? lens.data : "", (Py_ssize_t)lens.len), stats,
+                           dropped, adropped, questions);
+done:
+    (void)resp_pos;
+    PyMem_Free(o.data);
+    PyMem_Free(lens.data);
+    Py_XDECREF(stats);
+    Py_XDECREF(dropped);
+    Py_XDECREF(adropped);
+    return result;
+}
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_se_rows", "The per-row work of the StackExchange parse in C.", -1, module_methods,

@@ -1215,12 +1215,16 @@ def _question_chunks(reader: Any) -> Iterator[bytes]:
             yield encode(piece)
 
 
-def _group_rows(data: bytes) -> list[list[tuple[Any, ...]]]:
-    """An Arrow IPC chunk of :func:`_question_chunks` -> one list of row tuples per question."""
+def _chunk_columns(data: bytes) -> list[list[Any]]:
+    """An Arrow IPC chunk of :func:`_question_chunks` -> its columns (:data:`_STREAM_COLS`) as lists."""
     import pyarrow as pa
 
     table = pa.ipc.open_stream(data).read_all()
-    columns = [table.column(name).to_pylist() for name in _STREAM_COLS]
+    return [table.column(name).to_pylist() for name in _STREAM_COLS]
+
+
+def _group_rows(columns: list[list[Any]]) -> list[list[tuple[Any, ...]]]:
+    """The columns of a chunk -> one list of row tuples per question (rows of the same qid)."""
     groups: list[list[tuple[Any, ...]]] = []
     group: list[tuple[Any, ...]] = []
     current = None
@@ -1234,6 +1238,20 @@ def _group_rows(data: bytes) -> list[list[tuple[Any, ...]]]:
     if group:
         groups.append(group)
     return groups
+
+
+def _records_in_c(opts: StackExchangeOptions) -> Any:
+    """``rankalign.data._se_rows.records`` (the records of a chunk in C, the same bytes as the
+    Python code) when it is built and the options are ones it handles (no token limits, no
+    pool maximum, no vote spread), else None."""
+    if (opts.max_answers is not None or opts.min_vote_spread is not None or opts.max_question_tokens is not None
+            or opts.max_answer_tokens is not None or os.environ.get("RANKALIGN_PURE_PYTHON")):
+        return None
+    try:
+        from rankalign.data._se_rows import records
+    except ImportError:
+        return None
+    return records
 
 
 @dataclass
@@ -1263,44 +1281,56 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str, str, str]
     non-empty stripped texts, at least ``min_answers`` >= 2 responses), and the chunk's first
     record is still re-read with :meth:`ListRecord.from_dict` as a guard against drift.
     """
+    import array
+
     import orjson
 
     data, opts, has_votes, site, id_prefix, path = args
-    chunk = _group_rows(data)
-    count_tokens = _TOKEN_COUNTERS.get(opts.tokenizer)
-    if count_tokens is None:
-        count_tokens = _TOKEN_COUNTERS[opts.tokenizer] = _tokens_counter(opts.tokenizer)
-    counts = SiteResult(site, "")
-    lines: list[bytes] = []
-    info: list[bytes] = []
+    columns = _chunk_columns(data)
+    texts = html_to_texts(columns[5])  # all bodies in one call
     years: dict[int, dict[int, int]] = {}
     tags: Counter = Counter()
-    dumps = orjson.dumps
-    newline = orjson.OPT_APPEND_NEWLINE
-    texts = html_to_texts([row[5] for group in chunk for row in group])  # all bodies in one call
-    start = 0
-    for group in chunk:
-        rec = _finish_question(group, texts[start: start + len(group)], opts, count_tokens, counts,
-                               has_votes=has_votes, site=site, id_prefix=id_prefix)
-        start += len(group)
-        if rec is None:
-            continue
-        if not lines:
-            ListRecord.from_dict(rec, where=f"site {site} question {rec['id']}")
-        lines.append(dumps(rec, option=newline))
-        meta = rec["meta"]
-        entry = (int(meta["created"][:4]), len(rec["responses"]), meta["tags"])
-        _count_pool(years, entry[0], entry[1])
-        tags.update(entry[2])
-        info.append(dumps(entry, option=newline))
+    stats: list[tuple[str, int, list[str]]] = []  # (created, responses, tags) per record
+    records = _records_in_c(opts)
+    if records is not None:
+        jsonl, lengths, stats, dropped, adropped, n_questions = records(
+            tuple(columns), texts, opts.min_answers, has_votes, site, id_prefix, _split_tags)
+        dropped, adropped = Counter(dropped), Counter(adropped)
+        if jsonl:
+            ListRecord.from_dict(orjson.loads(jsonl[:jsonl.index(b"\n")]), where=f"site {site}, chunk {path}")
+    else:
+        chunk = _group_rows(columns)
+        count_tokens = _TOKEN_COUNTERS.get(opts.tokenizer)
+        if count_tokens is None:
+            count_tokens = _TOKEN_COUNTERS[opts.tokenizer] = _tokens_counter(opts.tokenizer)
+        counts = SiteResult(site, "")
+        lines: list[bytes] = []
+        dumps = orjson.dumps
+        newline = orjson.OPT_APPEND_NEWLINE
+        start = 0
+        for group in chunk:
+            rec = _finish_question(group, texts[start: start + len(group)], opts, count_tokens, counts,
+                                   has_votes=has_votes, site=site, id_prefix=id_prefix)
+            start += len(group)
+            if rec is None:
+                continue
+            if not lines:
+                ListRecord.from_dict(rec, where=f"site {site} question {rec['id']}")
+            lines.append(dumps(rec, option=newline))
+            stats.append((rec["meta"]["created"], len(rec["responses"]), rec["meta"]["tags"]))
+        jsonl = b"".join(lines)
+        lengths = array.array("I", map(len, lines)).tobytes()
+        dropped, adropped, n_questions = counts.dropped, counts.answers_dropped, len(chunk)
+    for created, n_resp, rec_tags in stats:
+        _count_pool(years, int(created[:4]), n_resp)
+        tags.update(rec_tags)
     with open(path, "wb") as fh:
-        fh.write(b"".join(lines))
-    with open(Path(path).with_suffix(".info"), "wb") as fh:
-        fh.write(b"".join(info))
-    import array
-
-    lengths = array.array("I", map(len, lines)).tobytes()
-    return ConvertResult(path, lengths, years, tags, len(lines), len(chunk), counts.dropped, counts.answers_dropped)
+        fh.write(jsonl)
+    if opts.sample is not None:  # the statistics of a sample are counted from these
+        with open(Path(path).with_suffix(".info"), "wb") as fh:
+            fh.write(b"".join(orjson.dumps((int(c[:4]), n, t), option=orjson.OPT_APPEND_NEWLINE)
+                             for c, n, t in stats))
+    return ConvertResult(path, lengths, years, tags, len(stats), n_questions, dropped, adropped)
 
 
 def _count_pool(years: dict[int, dict[int, int]], year: int, n_responses: int) -> None:
