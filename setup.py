@@ -3,8 +3,8 @@
 Two small extensions speed up the StackExchange pipeline (rankalign.data.stackexchange):
 ``rankalign.data._html_walk`` walks lxml's HTML trees in C (HTML to text, about twice as
 fast; it compiles against the libxml2 headers that ship with lxml) and
-``rankalign.data._se_rows`` parses the Posts.xml rows (with the libxml2 inside lxml) and
-checks them. When no compiler
+``rankalign.data._se_rows`` parses the Posts.xml rows (with the libxml2 inside lxml), checks
+them and writes the records of a conversion chunk. When no compiler
 (or lxml) is at hand the build goes on without them and the same code in Python is used
 (same output).
 """

@@ -23,8 +23,9 @@ Pipeline, with memory bounded whatever the dump size:
 3. **Convert** (the surviving questions ordered by Id, cut into chunks of
    :data:`CONVERT_QUESTIONS` whole questions on the Arrow stream and sent to the process
    pool as Arrow IPC bytes): HTML to text (:mod:`rankalign.data.se_html`), token-length
-   filters, the list-wise :class:`~rankalign.data.record.ListRecord` as JSON (orjson); each
-   worker writes its chunk's records to a file of its own and returns counts and statistics.
+   filters, the list-wise :class:`~rankalign.data.record.ListRecord` as JSON (orjson, or the
+   same bytes from C for the default options: :func:`_records_in_c`); each worker writes its
+   chunk's records to a file of its own and returns counts and statistics.
 4. **Sample and split**: a seeded fixed-size sample (``--sample``; the paper's 3K, 8K,
    18K, 29K, 64K) and a seeded 9:1 train/test split; ``train.jsonl``, ``test.jsonl``,
    ``summary.json``, ``stats.csv``, ``stats.md`` and ``stats.png`` are written to a
@@ -1276,7 +1277,8 @@ def _convert_chunk(args: tuple[bytes, StackExchangeOptions, bool, str, str, str]
     """HTML to text, text filters and records for a chunk of candidate questions (runs in a
     worker, which writes the records to the chunk's own file: the main process only gets counts).
 
-    The JSON lines are written straight from dicts in :meth:`ListRecord.to_dict`'s shape;
+    The JSON lines are written straight from dicts in :meth:`ListRecord.to_dict`'s shape (or
+    their bytes by :func:`_records_in_c`);
     every field is valid by construction (ints from Arrow, dates checked while parsing,
     non-empty stripped texts, at least ``min_answers`` >= 2 responses), and the chunk's first
     record is still re-read with :meth:`ListRecord.from_dict` as a guard against drift.
