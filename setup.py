@@ -18,10 +18,9 @@ def _extensions() -> list[Extension]:
     except ImportError:
         return []
     return [
-        Extension("rankalign.data._html_walk", ["src/rankalign/data/_html_walk.c"],
-                  include_dirs=lxml.get_include(), optional=True),
-        Extension("rankalign.data._se_rows", ["src/rankalign/data/_se_rows.c"],
-                  include_dirs=lxml.get_include(), optional=True),
+        Extension(f"rankalign.data.{name}", [f"src/rankalign/data/{name}.c"], depends=["src/rankalign/data/_common.h"],
+                  include_dirs=lxml.get_include(), optional=True)
+        for name in ("_html_walk", "_se_rows")
     ]
 
 

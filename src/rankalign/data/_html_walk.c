@@ -30,31 +30,7 @@ struct rankalign_lxml_element {
     PyObject *_tag;
 };
 
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-} buf_t;
-
-static int buf_add(buf_t *b, const char *s, size_t n) {
-    if (n == 0) return 0;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n) cap *= 2;
-        char *p = PyMem_Realloc(b->data, cap);
-        if (p == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    return 0;
-}
-
-static int buf_str(buf_t *b, const char *s) { return buf_add(b, s, strlen(s)); }
+#include "_common.h"
 
 enum { K_INLINE, K_PRE, K_CODE, K_BR, K_HR, K_IMG, K_LI, K_CELL, K_SKIP, K_BLOCK };
 
@@ -307,10 +283,11 @@ static PyObject *WRAP_HEAD, *WRAP_TAIL;
 
 static PyObject *py_bind(PyObject *self, PyObject *arg) {
     (void)self;
-    const char *path = PyUnicode_AsUTF8(arg);
-    if (path == NULL) return NULL;
-    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-    if (lib == NULL) Py_RETURN_FALSE;
+    void *lib = loaded_library(arg);
+    if (lib == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_FALSE;
+    }
     x_new_ctxt = (new_ctxt_fn)dlsym(lib, "htmlNewParserCtxt");
     x_read_memory = (read_memory_fn)dlsym(lib, "htmlCtxtReadMemory");
     x_free_doc = (free_doc_fn)dlsym(lib, "xmlFreeDoc");

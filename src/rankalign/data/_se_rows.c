@@ -20,6 +20,7 @@
 #include <string.h>
 #include <libxml/parser.h>
 #include <libxml/xmlerror.h>
+#include "_common.h"
 
 enum { C_SEQ, C_ID, C_TYPE, C_PARENT, C_ACCEPTED, C_CREATED, C_SCORE, C_TITLE, C_TAGS, C_BODY, C_CODE, N_COLS };
 
@@ -281,10 +282,11 @@ static use_options_fn x_use_options;
 
 static PyObject *py_bind(PyObject *self, PyObject *arg) {
     (void)self;
-    const char *path = PyUnicode_AsUTF8(arg);
-    if (path == NULL) return NULL;
-    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-    if (lib == NULL) Py_RETURN_FALSE;
+    void *lib = loaded_library(arg);
+    if (lib == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_FALSE;
+    }
     x_push_ctxt = (push_ctxt_fn)dlsym(lib, "xmlCreatePushParserCtxt");
     x_parse_chunk = (parse_chunk_fn)dlsym(lib, "xmlParseChunk");
     x_free_ctxt = (free_ctxt_fn)dlsym(lib, "xmlFreeParserCtxt");
@@ -296,29 +298,9 @@ static PyObject *py_bind(PyObject *self, PyObject *arg) {
     Py_RETURN_TRUE;
 }
 
-typedef struct {
-    char *data;
-    size_t len, cap;
-} bytes_t;
-
-static int bput(bytes_t *b, const void *s, size_t n) {
-    if (n == 0) return 0;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        char *p = PyMem_Realloc(b->data, cap);
-        if (p == NULL) return -1;
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    return 0;
-}
-
 /* one column: values (int64 / int8 / uint8 / string bytes), string offsets, validity bits */
 typedef struct {
-    bytes_t values, offsets, valid;
+    buf_t values, offsets, valid;
     int64_t nulls;
 } column_t;
 
@@ -352,7 +334,7 @@ static void col_free(column_t *c) {
 static int col_valid(column_t *c, int64_t row, int valid) {
     if (row % 8 == 0) {
         unsigned char z = 0;
-        if (bput(&c->valid, &z, 1) < 0) return -1;
+        if (buf_add(&c->valid, &z, 1) < 0) return -1;
     }
     if (valid) c->valid.data[row / 8] |= (unsigned char)(1u << (row % 8));
     else c->nulls++;
@@ -360,19 +342,19 @@ static int col_valid(column_t *c, int64_t row, int valid) {
 }
 
 static int col_int64(column_t *c, int64_t row, int64_t v, int valid) {
-    if (bput(&c->values, &v, 8) < 0) return -1;
+    if (buf_add(&c->values, &v, 8) < 0) return -1;
     return col_valid(c, row, valid);
 }
 
 static int col_str(column_t *c, int64_t row, const xmlChar *s, size_t n, int valid) {
     if (c->offsets.len == 0) {
         int32_t zero = 0;
-        if (bput(&c->offsets, &zero, 4) < 0) return -1;
+        if (buf_add(&c->offsets, &zero, 4) < 0) return -1;
     }
     if (c->values.len + n > INT32_MAX) return -2; /* too much for one chunk: Python row */
-    if (valid && bput(&c->values, s, n) < 0) return -1;
+    if (valid && buf_add(&c->values, s, n) < 0) return -1;
     int32_t end = (int32_t)c->values.len;
-    if (bput(&c->offsets, &end, 4) < 0) return -1;
+    if (buf_add(&c->offsets, &end, 4) < 0) return -1;
     return col_valid(c, row, valid);
 }
 
@@ -512,7 +494,7 @@ static int take_row(Parser *self, const xmlChar **val, const size_t *len) {
     int rc = 0;
     rc |= col_int64(&c[P_SEQ], r, self->base + self->n, 1);
     rc |= col_int64(&c[P_ID], r, id, 1);
-    rc |= bput(&c[P_TYPE].values, &type, 1);
+    rc |= buf_add(&c[P_TYPE].values, &type, 1);
     rc |= col_int64(&c[P_PARENT], r, parent, answer);
     rc |= col_int64(&c[P_ACC], r, acc, has_acc);
     rc |= col_str(&c[P_CREATED], r, val[A_DATE], len[A_DATE], 1);
@@ -521,7 +503,7 @@ static int take_row(Parser *self, const xmlChar **val, const size_t *len) {
     rc |= col_str(&c[P_TAGS], r, val[A_TAGS], (question && val[A_TAGS]) ? len[A_TAGS] : 0,
                   question && val[A_TAGS] != NULL);
     rc |= col_str(&c[P_BODY], r, val[A_BODY], len[A_BODY], 1);
-    rc |= bput(&c[P_CODE].values, &codeb, 1);
+    rc |= buf_add(&c[P_CODE].values, &codeb, 1);
     if (rc) {
         PyErr_NoMemory();
         return -1;
@@ -637,7 +619,7 @@ static PyObject *Parser_feed(Parser *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *bytes_of(bytes_t *b) { return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len); }
+static PyObject *bytes_of(buf_t *b) { return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len); }
 
 /* take() -> (rows, [per column: (values, offsets or None, validity or None, nulls)], slow, body bytes) */
 static PyObject *Parser_take(Parser *self, PyObject *Py_UNUSED(ignored)) {
@@ -736,42 +718,17 @@ static PyMethodDef module_methods[] = {
  * token limits, no pool maximum, no vote spread: the caller checks), with exactly the
  * rules of stackexchange._finish_question and the bytes orjson writes for its dicts.
  * ==================================================================================== */
-typedef struct {
-    char *data;
-    size_t len, cap;
-} out_t;
-
-static int oput(out_t *o, const char *s, size_t n) {
-    if (n == 0) return 0;
-    if (o->len + n > o->cap) {
-        size_t cap = o->cap ? o->cap : 65536;
-        while (cap < o->len + n) cap *= 2;
-        char *p = PyMem_Realloc(o->data, cap);
-        if (p == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        o->data = p;
-        o->cap = cap;
-    }
-    memcpy(o->data + o->len, s, n);
-    o->len += n;
-    return 0;
-}
-
-static int olit(out_t *o, const char *s) { return oput(o, s, strlen(s)); }
-
 /* a JSON string as orjson writes it: ", \ and control characters escaped, UTF-8 as is */
-static int ostr(out_t *o, PyObject *str) {
+static int ostr(buf_t *o, PyObject *str) {
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(str, &n);
     if (s == NULL) return -1;
-    if (oput(o, "\"", 1) < 0) return -1;
+    if (buf_add(o, "\"", 1) < 0) return -1;
     Py_ssize_t start = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\') continue;
-        if (oput(o, s + start, (size_t)(i - start)) < 0) return -1;
+        if (buf_add(o, s + start, (size_t)(i - start)) < 0) return -1;
         char esc[8];
         const char *e = NULL;
         switch (c) {
@@ -786,32 +743,32 @@ static int ostr(out_t *o, PyObject *str) {
             snprintf(esc, sizeof esc, "\\u%04x", c);
             e = esc;
         }
-        if (olit(o, e) < 0) return -1;
+        if (buf_str(o, e) < 0) return -1;
         start = i + 1;
     }
-    if (oput(o, s + start, (size_t)(n - start)) < 0) return -1;
-    return oput(o, "\"", 1);
+    if (buf_add(o, s + start, (size_t)(n - start)) < 0) return -1;
+    return buf_add(o, "\"", 1);
 }
 
 /* a JSON value for a str, an int (64 bits), a bool or None */
-static int oval(out_t *o, PyObject *v) {
-    if (v == Py_None) return olit(o, "null");
-    if (v == Py_True) return olit(o, "true");
-    if (v == Py_False) return olit(o, "false");
+static int oval(buf_t *o, PyObject *v) {
+    if (v == Py_None) return buf_str(o, "null");
+    if (v == Py_True) return buf_str(o, "true");
+    if (v == Py_False) return buf_str(o, "false");
     if (PyUnicode_Check(v)) return ostr(o, v);
     if (PyLong_Check(v)) {
         long long x = PyLong_AsLongLong(v);
         if (x == -1 && PyErr_Occurred()) return -1;
         char num[32];
         int k = snprintf(num, sizeof num, "%lld", x);
-        return oput(o, num, (size_t)k);
+        return buf_add(o, num, (size_t)k);
     }
     PyErr_SetString(PyExc_TypeError, "records(): unexpected value type");
     return -1;
 }
 
 /* a JSON string of str(v) */
-static int ostr_of(out_t *o, PyObject *v) {
+static int ostr_of(buf_t *o, PyObject *v) {
     PyObject *s = PyObject_Str(v);
     if (s == NULL) return -1;
     int rc = ostr(o, s);
@@ -855,7 +812,7 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
             return NULL;
         }
     }
-    out_t o = {0}, lens = {0};
+    buf_t o = {0}, lens = {0};
     PyObject *stats = PyList_New(0), *dropped = PyDict_New(), *adropped = PyDict_New();
     PyObject *result = NULL, *resp_pos = NULL;
     long questions = 0;
@@ -913,7 +870,7 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
             goto done;
         }
         int rc = 0;
-        rc |= olit(&o, "{\"id\":\"");
+        rc |= buf_str(&o, "{\"id\":\"");
         {   /* id_prefix + str(q_id), as one JSON string */
             PyObject *qs = PyObject_Str(PyList_GET_ITEM(c[S_ID], i));
             PyObject *full = qs ? PyUnicode_Concat(prefix, qs) : NULL;
@@ -925,7 +882,7 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
                 Py_DECREF(full);
             }
         }
-        rc |= olit(&o, ",\"prompt\":");
+        rc |= buf_str(&o, ",\"prompt\":");
         {
             PyObject *prompt = PyUnicode_FromFormat("%U\n\n%U", tstrip, qtext);
             if (prompt == NULL) rc = -1;
@@ -934,7 +891,7 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
                 Py_DECREF(prompt);
             }
         }
-        rc |= olit(&o, ",\"responses\":[");
+        rc |= buf_str(&o, ",\"responses\":[");
         int first = 1;
         for (Py_ssize_t j = i + 1; j < end && rc == 0; j++) {
             PyObject *t = PyList_GET_ITEM(texts, j);
@@ -945,49 +902,49 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
                 rc = -1;
                 break;
             }
-            rc |= olit(&o, first ? "{\"text\":" : ",{\"text\":");
+            rc |= buf_str(&o, first ? "{\"text\":" : ",{\"text\":");
             first = 0;
             rc |= ostr(&o, t);
-            rc |= olit(&o, ",\"attributes\":{\"votes\":");
+            rc |= buf_str(&o, ",\"attributes\":{\"votes\":");
             rc |= oval(&o, PyList_GET_ITEM(c[S_SCORE], j));
-            rc |= olit(&o, ",\"created\":");
+            rc |= buf_str(&o, ",\"created\":");
             rc |= oval(&o, PyList_GET_ITEM(c[S_CREATED], j));
-            rc |= olit(&o, is_acc ? ",\"accepted\":true,\"post_id\":" : ",\"accepted\":false,\"post_id\":");
+            rc |= buf_str(&o, is_acc ? ",\"accepted\":true,\"post_id\":" : ",\"accepted\":false,\"post_id\":");
             rc |= ostr_of(&o, aid);
             if (has_votes) {
-                rc |= olit(&o, ",\"up\":");
+                rc |= buf_str(&o, ",\"up\":");
                 rc |= oval(&o, PyList_GET_ITEM(c[S_UP], j));
-                rc |= olit(&o, ",\"down\":");
+                rc |= buf_str(&o, ",\"down\":");
                 rc |= oval(&o, PyList_GET_ITEM(c[S_DOWN], j));
             }
-            rc |= olit(&o, "}}");
+            rc |= buf_str(&o, "}}");
         }
-        rc |= olit(&o, "],\"meta\":{\"title\":");
+        rc |= buf_str(&o, "],\"meta\":{\"title\":");
         rc |= ostr(&o, tstrip);
-        rc |= olit(&o, ",\"tags\":[");
+        rc |= buf_str(&o, ",\"tags\":[");
         for (Py_ssize_t k = 0; k < PyList_GET_SIZE(tags) && rc == 0; k++) {
-            if (k) rc |= olit(&o, ",");
+            if (k) rc |= buf_str(&o, ",");
             rc |= oval(&o, PyList_GET_ITEM(tags, k));
         }
-        rc |= olit(&o, "],\"accepted_answer_id\":");
+        rc |= buf_str(&o, "],\"accepted_answer_id\":");
         rc |= ostr_of(&o, acc);
-        rc |= olit(&o, ",\"created\":");
+        rc |= buf_str(&o, ",\"created\":");
         rc |= oval(&o, PyList_GET_ITEM(c[S_CREATED], i));
-        rc |= olit(&o, ",\"score\":");
+        rc |= buf_str(&o, ",\"score\":");
         rc |= oval(&o, PyList_GET_ITEM(c[S_SCORE], i));
-        rc |= olit(&o, ",\"site\":");
+        rc |= buf_str(&o, ",\"site\":");
         rc |= ostr(&o, site);
-        rc |= olit(&o, ",\"source\":\"stackexchange\",\"question_id\":");
+        rc |= buf_str(&o, ",\"source\":\"stackexchange\",\"question_id\":");
         rc |= ostr_of(&o, PyList_GET_ITEM(c[S_ID], i));
         if (has_votes) {
-            rc |= olit(&o, ",\"up\":");
+            rc |= buf_str(&o, ",\"up\":");
             rc |= oval(&o, PyList_GET_ITEM(c[S_UP], i));
-            rc |= olit(&o, ",\"down\":");
+            rc |= buf_str(&o, ",\"down\":");
             rc |= oval(&o, PyList_GET_ITEM(c[S_DOWN], i));
         }
-        rc |= olit(&o, "}}\n");
+        rc |= buf_str(&o, "}}\n");
         uint32_t line = (uint32_t)(o.len - start_len);
-        if (rc == 0) rc = oput(&lens, (const char *)&line, 4);
+        if (rc == 0) rc = buf_add(&lens, (const char *)&line, 4);
         if (rc == 0) {
             PyObject *st = Py_BuildValue("(OnN)", PyList_GET_ITEM(c[S_CREATED], i), kept, tags);
             tags = NULL; /* the tuple has it */
@@ -1004,8 +961,8 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
                            dropped, adropped, questions);
 done:
     (void)resp_pos;
-    PyMem_Free(o.data);
-    PyMem_Free(lens.data);
+    buf_free(&o);
+    buf_free(&lens);
     Py_XDECREF(stats);
     Py_XDECREF(dropped);
     Py_XDECREF(adropped);
