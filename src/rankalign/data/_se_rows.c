@@ -514,6 +514,25 @@ static int take_row(Parser *self, const xmlChar **val, const size_t *len) {
     return 1;
 }
 
+/* the index of an attribute name in ATTR_NAMES, or -1 (most rows have ~15 attributes: the
+   first letter settles all but two cases) */
+static int attr_index(const char *name) {
+    int a, b = -1;
+    switch (name[0]) {
+    case 'P': a = A_TYPE; b = A_PARENT; break;
+    case 'I': a = A_ID; break;
+    case 'A': a = A_ACC; break;
+    case 'C': a = A_DATE; break;
+    case 'S': a = A_SCORE; break;
+    case 'T': a = A_TITLE; b = A_TAGS; break;
+    case 'B': a = A_BODY; break;
+    default: return -1;
+    }
+    if (!strcmp(name, ATTR_NAMES[a])) return a;
+    if (b >= 0 && !strcmp(name, ATTR_NAMES[b])) return b;
+    return -1;
+}
+
 static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix, const xmlChar *URI,
                      int nb_namespaces, const xmlChar **namespaces, int nb_attributes, int nb_defaulted,
                      const xmlChar **attributes) {
@@ -526,12 +545,10 @@ static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
     for (int i = 0; i < nb_attributes; i++) {
         const xmlChar **a = attributes + 5 * i; /* localname, prefix, URI, value, end */
         if (a[1] != NULL) continue;
-        for (int k = 0; k < A_N; k++) {
-            if (!strcmp((const char *)a[0], ATTR_NAMES[k])) {
-                val[k] = a[3];
-                len[k] = (size_t)(a[4] - a[3]);
-                break;
-            }
+        int k = attr_index((const char *)a[0]);
+        if (k >= 0) {
+            val[k] = a[3];
+            len[k] = (size_t)(a[4] - a[3]);
         }
     }
     int rc = take_row(self, val, len);

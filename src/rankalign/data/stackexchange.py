@@ -399,8 +399,7 @@ def plan_ranges(path: Path, parts: int, min_bytes: int | None = None) -> list[By
 
 
 class _RangeReader:
-    """A file-like ``read(size)`` over one :class:`ByteRange` (prefix, bytes, suffix) that
-    counts the file's newlines it passes (to turn a range's line numbers into the file's)."""
+    """A file-like ``read(size)`` over one :class:`ByteRange` (prefix, bytes, suffix)."""
 
     def __init__(self, fh: IO[bytes], rng: ByteRange) -> None:
         self._fh = fh
@@ -408,7 +407,6 @@ class _RangeReader:
         self._left = rng.end - rng.start
         self._head = rng.prefix
         self._tail = rng.suffix
-        self.newlines = 0
 
     def read(self, size: int = -1) -> bytes:
         if self._head:
@@ -418,7 +416,6 @@ class _RangeReader:
             b = self._fh.read(self._left if size is None or size < 0 else min(size, self._left))
             self._left = self._left - len(b) if b else 0
             if b:
-                self.newlines += b.count(b"\n")
                 return b
         out, self._tail = self._tail, b""
         return out
@@ -442,7 +439,7 @@ class ParseResult:
     error: dict[str, Any] | None = None
     seconds: float = 0.0
     part: int = 0
-    newlines: int = 0
+    start: int = 0  # the part's first byte in the file
     bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (row number in the part, problem)
 
 
@@ -556,8 +553,6 @@ def _feed(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None,
             column = column - len(rng.prefix) + rng.col0
         result.error = {"file": str(path), "line": line, "column": column, "message": str(error.msg or error),
                         "rows_before": rows_seen()}
-    if isinstance(getattr(fh, "newlines", None), int):  # a _RangeReader (or a _Replay of one)
-        result.newlines = fh.newlines
 
 
 def _xml_error(result: ParseResult, path: Path, rng: ByteRange | None, line: int, column: int, message: str,
@@ -571,8 +566,7 @@ def _xml_error(result: ParseResult, path: Path, rng: ByteRange | None, line: int
 
 
 class _Replay:
-    """A binary stream that gives ``head`` first, then the rest of ``fh`` (its ``newlines``,
-    when it has them, are the underlying reader's)."""
+    """A binary stream that gives ``head`` first, then the rest of ``fh``."""
 
     def __init__(self, head: bytes, fh: Any) -> None:
         self._head = head
@@ -583,10 +577,6 @@ class _Replay:
             out, self._head = self._head, b""
             return out
         return self._fh.read(size)
-
-    @property
-    def newlines(self) -> Any:
-        return getattr(self._fh, "newlines", None)
 
 
 def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None = None, bar: Any = None
@@ -740,7 +730,7 @@ def parse_posts(
     t0 = time.perf_counter()
     part = byte_range.part if byte_range is not None else 0
     base = part << _PART_SHIFT
-    result = ParseResult(site, str(path), "posts", part=part)
+    result = ParseResult(site, str(path), "posts", part=part, start=byte_range.start if byte_range else 0)
     schema = _post_schema()
     cols: tuple[list[Any], ...] = tuple([] for _ in _POST_COLS)
     body_chars = 0
@@ -796,8 +786,6 @@ def parse_posts(
             if parser.error is not None:
                 line, column, message = parser.error
                 _xml_error(result, path, byte_range, line, column, message or "XML error", n)
-            if isinstance(fh.newlines, int):
-                result.newlines = fh.newlines
             _add_counts(result, parser)
             bar.close()
         elif collector is None:  # Python: a row at a time
@@ -845,7 +833,7 @@ def parse_votes(
 
     t0 = time.perf_counter()
     part = byte_range.part if byte_range is not None else 0
-    result = ParseResult(site, str(path), "votes", part=part)
+    result = ParseResult(site, str(path), "votes", part=part, start=byte_range.start if byte_range else 0)
     up: Counter = Counter()
     down: Counter = Counter()
 
@@ -918,7 +906,6 @@ def _merge_parts(parts: list[ParseResult]) -> ParseResult:
     parts = sorted(parts, key=lambda r: r.part)
     first = parts[0]
     out = ParseResult(first.site, first.path, first.kind)
-    lines = 0
     for r in parts:
         out.chunks.extend(r.chunks)
         out.counts.update(r.counts)
@@ -928,15 +915,28 @@ def _merge_parts(parts: list[ParseResult]) -> ParseResult:
                 out.examples.append(f"{r.path} row {out.rows + n}: {problem}")
         if r.error is not None:
             e = r.error
-            line = e["line"] + lines
+            line = e["line"] + (_newlines_before(r.path, r.start) if r.start else 0)
             # libxml2 repeats the position in its message: make that one the file's too
             message = re.sub(rf"line {e['line']}, column \d+$", f"line {line}, column {e['column']}", e["message"])
             out.error = {**e, "line": line, "message": message, "rows_before": e["rows_before"] + out.rows}
             out.rows += r.rows
             break
         out.rows += r.rows
-        lines += r.newlines
     return out
+
+
+def _newlines_before(path: str, offset: int) -> int:
+    """The newlines in the first ``offset`` bytes of a plain file: what turns the line of an
+    error in a byte range into the file's (counted only then, not while parsing)."""
+    n = 0
+    with open(path, "rb") as fh:
+        while offset > 0:
+            data = fh.read(min(offset, 1 << 24))
+            if not data:
+                break
+            n += data.count(b"\n")
+            offset -= len(data)
+    return n
 
 
 # ---------------------------------------------------------------------------- join + filters
