@@ -1519,7 +1519,21 @@ def build_stacocoqa(
         t_join = time.perf_counter() - t0 - t_parse
         seconds = {"parse": round(t_parse, 3), "join_convert": round(t_join, 3),
                    "total": round(time.perf_counter() - t0, 3)}
-        return _finish(dump, sites, opts, parsed, built, errors, out, seconds, pool)
+        # the parsed chunks are no longer needed: deleted by a thread while the outputs are written
+        import threading
+
+        cleaner = threading.Thread(target=_remove_files, args=([c for r in parsed for c in r.chunks],), daemon=True)
+        cleaner.start()
+        try:
+            return _finish(dump, sites, opts, parsed, built, errors, out, seconds, pool)
+        finally:
+            cleaner.join()
+
+
+def _remove_files(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 @contextlib.contextmanager
