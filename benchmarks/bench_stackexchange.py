@@ -10,8 +10,9 @@ For each size (default 0.5, 1 and 2 GiB) it generates a synthetic ``Posts.xml``
   attribute dict per row (what the pipeline's parse workers use) and libxml2 alone (a
   target with no callbacks: nothing reaches Python);
 - the whole pipeline (parse to Parquet, DuckDB join and filters, HTML to text, records,
-  split, statistics) as a subprocess, rows/s over its wall time, and the peak resident
-  memory of its whole process tree (polled every 0.1 s with psutil);
+  split, statistics) as a subprocess, twice: rows/s over the faster run's wall time (as for
+  iterparse: the faster of two runs), and the peak resident memory of its whole process tree
+  (polled every 0.1 s with psutil; the larger of the two runs);
 
 and writes benchmarks/results/stackexchange.json. Not a test; run it by hand::
 
@@ -21,9 +22,11 @@ and writes benchmarks/results/stackexchange.json. Not a test; run it by hand::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -92,18 +95,31 @@ def bare_target(path: Path, target: object) -> float:
 
 
 def run_pipeline(path: Path, out: Path, workers: int) -> dict:
+    """One run of the pipeline as a subprocess into a fresh ``out``: wall time, the peak RSS of
+    its process tree (the memory of the known processes read every 0.1 s - cheap reads of
+    /proc/PID - and the list of processes refreshed every 0.5 s, so that the polling takes
+    little of the two cores), and its summary."""
+    shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "rankalign", "data", "stackexchange", str(path), "--out", str(out),
            "-q", "--workers", str(workers)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
+    tree = [ps]
     peak = 0
+    polls = 0
     while proc.poll() is None:
         try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+            if polls % 5 == 0:
+                tree = [ps, *ps.children(recursive=True)]
+            rss = 0
+            for p in tree:
+                with contextlib.suppress(psutil.Error):
+                    rss += p.memory_info().rss
             peak = max(peak, rss)
         except psutil.Error:
             pass
+        polls += 1
         time.sleep(0.1)
     wall = time.perf_counter() - t0
     stdout, stderr = proc.communicate()
@@ -133,6 +149,11 @@ def main() -> None:
         pipe = run_pipeline(path, args.dir / f"out{int(mb)}", args.workers)
         _n2, t_bare2 = bare_iterparse(path)  # again after: the load of the shared machine drifts
         t_bare = min(t_bare, t_bare2)
+        pipe2 = run_pipeline(path, args.dir / f"out{int(mb)}", args.workers)  # best of two, as iterparse
+        walls = [pipe["wall_s"], pipe2["wall_s"]]
+        pipe = min(pipe, pipe2, key=lambda p: p["wall_s"])
+        pipe["peak_rss_mb"] = max(p["peak_rss_mb"] for p in (pipe, pipe2))
+        pipe["walls_s"] = walls
         t_target = bare_target(path, _RowsOnly())
         t_floor = bare_target(path, _Nothing())
         row = {
@@ -158,7 +179,8 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "note": "2 CPU cores shared with other jobs during the run (load_avg_1min: before, "
                             "after each size); timings are noisy; iterparse_s is the faster of two runs "
-                            "(before and after the pipeline)"},
+                            "(before and after the pipeline), the pipeline's wall_s the faster of two runs "
+                            "(walls_s), its peak_rss_mb the larger"},
         "workers": args.workers, "targets": {"pipeline_vs_iterparse": ">= 0.8", "peak_rss_mb": "< 1024, flat"},
         "results": results,
     }
