@@ -1,4 +1,4 @@
-"""HTML to text: the C tree walk (rankalign.data._html_walk) against the Python walk, on
+"""HTML to text: the C parse and walk (rankalign.data._html_walk) against the Python code, on
 hand-made cases, the real dumps' bodies and random, often malformed, tag soup."""
 
 from __future__ import annotations
@@ -59,15 +59,14 @@ def _soup(rng: random.Random, depth: int = 0) -> str:
 
 
 def _all_ways(monkeypatch, bodies: list[str | None]) -> tuple[list[str], list[str], list[str]]:
-    """The texts: parsed and walked in C for the whole list, parsed by lxml and walked in C,
-    and all in Python."""
+    """The texts: parsed and walked in C for the whole list, in C one at a time, and all in
+    Python."""
     html_to_text("<p>x</p>")  # load the parser (and the C code, when built)
-    if se_html._C_WALK is None or se_html._C_TEXTS is None:
+    if se_html._C_TEXTS is None:
         pytest.skip("the C walk is not built here (no compiler when installing); the Python walk is in use")
     fastest = html_to_texts(bodies)
-    monkeypatch.setattr(se_html, "_C_TEXTS", None)
     fast = [html_to_text(b) for b in bodies]
-    monkeypatch.setattr(se_html, "_C_WALK", None)
+    monkeypatch.setattr(se_html, "_C_TEXTS", None)
     slow = [html_to_text(b) for b in bodies]
     return fastest, fast, slow
 
@@ -76,7 +75,6 @@ def test_hand_worked_cases(monkeypatch):
     for html, expected in CASES.items():
         assert html_to_text(html) == expected, html
     assert html_to_texts([*CASES, None, " \n", "a\x00b"]) == [*CASES.values(), "", "", html_to_text("a\x00b")]
-    monkeypatch.setattr(se_html, "_C_WALK", None)
     monkeypatch.setattr(se_html, "_C_TEXTS", None)
     for html, expected in CASES.items():
         assert html_to_text(html) == expected, html
@@ -103,9 +101,9 @@ def test_c_walk_equals_python_walk_on_real_bodies(monkeypatch, shared_data):
 
 def test_pure_python_switch(monkeypatch):
     html_to_text("<p>x</p>")
-    for name in ("_PARSER", "_ETREE", "_C_WALK", "_C_TEXTS"):  # restored after the test
+    for name in ("_PARSER", "_ETREE", "_C_TEXTS"):  # restored after the test
         monkeypatch.setattr(se_html, name, getattr(se_html, name))
     monkeypatch.setenv("RANKALIGN_PURE_PYTHON", "1")
     se_html._load()
-    assert se_html._C_WALK is None and se_html._C_TEXTS is None
+    assert se_html._C_TEXTS is None
     assert html_to_texts(list(CASES)) == list(CASES.values())

@@ -40,12 +40,22 @@ static inline void buf_free(buf_t *b) {
     b->len = b->cap = 0;
 }
 
-/* the handle of the already loaded shared library at path (a str: lxml.etree.__file__), or
-   NULL (with an exception set only when path is not a str); its symbols come with dlsym */
-static void *loaded_library(PyObject *path) {
+/* look up n functions by name in the already loaded shared library at path (a str:
+   lxml.etree.__file__) into out: 1 when all are there, 0 when not (out untouched), -1 with
+   an exception set when path is not a str */
+static int bind_symbols(PyObject *path, const char *const *names, void **out, int n) {
     const char *p = PyUnicode_AsUTF8(path);
-    if (p == NULL) return NULL;
-    return dlopen(p, RTLD_NOW | RTLD_NOLOAD);
+    if (p == NULL) return -1;
+    void *lib = dlopen(p, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) return 0;
+    void *found[16];
+    if (n > 16) return 0;
+    for (int i = 0; i < n; i++) {
+        found[i] = dlsym(lib, names[i]);
+        if (found[i] == NULL) return 0;
+    }
+    memcpy(out, found, sizeof(void *) * (size_t)n);
+    return 1;
 }
 
 #endif

@@ -1,34 +1,21 @@
 /*
- * rankalign.data._html_walk: the tree walk of rankalign.data.se_html in C.
+ * rankalign.data._html_walk: HTML to text of rankalign.data.se_html in C.
  *
- * walk(element) -> str takes the <body> element of a document that lxml parsed with its
- * HTML parser (comments and processing instructions removed) and returns what the Python
- * code of se_html returns for it: the walk (which tag does what, see se_html._walk) and the
- * clean-up (blank-line runs outside code collapsed with Python's notion of whitespace, the
- * text stripped, code blocks put in). Tests compare the two on real and random bodies.
- *
- * walk() reads struct fields only: the node structs of libxml2 (its headers ship with lxml)
- * and the public element struct of lxml (lxml.etree.h: PyObject_HEAD, _doc, _c_node,
- * _tag); the caller checks that the argument is an lxml element, which keeps its document
- * alive during the call. texts_of() also parses, a whole list of bodies in one call: with
- * the libxml2 inside lxml (bind() looks its HTML parser up in lxml.etree's shared library,
- * which exports it; nothing is linked), with the call, buffer, encoding and options of
- * lxml's HTMLParser, so the tree is the one lxml builds.
+ * texts_of(bodies) parses each body, wrapped as se_html wraps it, with the libxml2 inside
+ * lxml (bind() looks its HTML parser up in lxml.etree's shared library, which exports it;
+ * nothing is linked), with the call, buffer, encoding and options of lxml's HTMLParser, so
+ * the tree is the one lxml builds. It then does what the Python code of se_html does with
+ * that tree: the walk (which tag does what, see se_html._walk), reading libxml2's node
+ * structs (headers from lxml), and the clean-up (blank-line runs outside code collapsed
+ * with Python's notion of whitespace, the text stripped, code blocks put in). Tests compare
+ * the two on real and random bodies.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
-#include <dlfcn.h>
 #include <libxml/tree.h>
 #include <libxml/HTMLparser.h>
 
-/* lxml.etree.h, struct LxmlElement (public and stable since lxml 2) */
-struct rankalign_lxml_element {
-    PyObject_HEAD
-    void *_doc;
-    xmlNode *_c_node;
-    PyObject *_tag;
-};
 
 #include "_common.h"
 
@@ -245,7 +232,7 @@ fail:
     return NULL;
 }
 
-/* walk + clean-up of one <body>: its text as a new str */
+/* the walk and the clean-up of one <body>: its text as a new str */
 static PyObject *text_of_node(const xmlNode *node) {
     PyObject *codes = PyList_New(0);
     if (codes == NULL) return NULL;
@@ -257,15 +244,6 @@ static PyObject *text_of_node(const xmlNode *node) {
     return text;
 }
 
-static PyObject *py_walk(PyObject *self, PyObject *arg) {
-    (void)self;
-    const xmlNode *node = ((struct rankalign_lxml_element *)arg)->_c_node;
-    if (node == NULL) {
-        PyErr_SetString(PyExc_ValueError, "element without a node");
-        return NULL;
-    }
-    return text_of_node(node);
-}
 
 /* ---- texts_of(): the parse too, for a list of bodies, with the libxml2 inside lxml ---- */
 typedef htmlParserCtxtPtr (*new_ctxt_fn)(void);
@@ -283,18 +261,16 @@ static PyObject *WRAP_HEAD, *WRAP_TAIL;
 
 static PyObject *py_bind(PyObject *self, PyObject *arg) {
     (void)self;
-    void *lib = loaded_library(arg);
-    if (lib == NULL) {
-        if (PyErr_Occurred()) return NULL;
+    static const char *const names[] = {"htmlNewParserCtxt", "htmlCtxtReadMemory", "xmlFreeDoc"};
+    void *fns[3];
+    int found = bind_symbols(arg, names, fns, 3);
+    if (found <= 0) {
+        if (found < 0) return NULL;
         Py_RETURN_FALSE;
     }
-    x_new_ctxt = (new_ctxt_fn)dlsym(lib, "htmlNewParserCtxt");
-    x_read_memory = (read_memory_fn)dlsym(lib, "htmlCtxtReadMemory");
-    x_free_doc = (free_doc_fn)dlsym(lib, "xmlFreeDoc");
-    if (x_new_ctxt == NULL || x_read_memory == NULL || x_free_doc == NULL) {
-        x_read_memory = NULL;
-        Py_RETURN_FALSE;
-    }
+    x_new_ctxt = (new_ctxt_fn)fns[0];
+    x_read_memory = (read_memory_fn)fns[1];
+    x_free_doc = (free_doc_fn)fns[2];
     if (html_ctxt == NULL) html_ctxt = x_new_ctxt();
     if (html_ctxt == NULL) {
         x_read_memory = NULL;
@@ -405,8 +381,6 @@ static PyObject *py_texts_of(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"bind", py_bind, METH_O, "bind(path of lxml.etree's library) -> True when its HTML parser can be used"},
     {"texts_of", py_texts_of, METH_O, "texts_of(list of HTML bodies) -> their texts (None: use the Python way)"},
-    {"walk", py_walk, METH_O,
-     "walk(body_element) -> text: the body's text as se_html.html_to_text returns it"},
     {NULL, NULL, 0, NULL},
 };
 

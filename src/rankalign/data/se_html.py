@@ -17,9 +17,9 @@ BeautifulSoup's tree wrapper, many times faster) and keep what matters for progr
   (``&foo;``) is left as written;
 - outside code, runs of three or more newlines collapse to one blank line.
 
-The tree walk runs in C (``rankalign.data._html_walk``, built with the package when a
-compiler is at hand; about twice as fast) or, without it, in Python with the same result;
-``RANKALIGN_PURE_PYTHON=1`` forces the Python walk. Only lxml is needed (imported inside
+The parse and walk run in C (``rankalign.data._html_walk``, built with the package when a
+compiler is at hand, with the libxml2 inside lxml; about twice as fast) or, without it,
+in Python with the same result; ``RANKALIGN_PURE_PYTHON=1`` forces the Python code. Only lxml is needed (imported inside
 the functions).
 """
 
@@ -36,9 +36,8 @@ _CODE_RE = re.compile(r"<code[\s>]", re.IGNORECASE)
 _MANY_NEWLINES = re.compile(r"\n\s*\n")  # starts at a newline: fast to scan
 _PARSER: Any = None
 _ETREE: Any = None
-#: the C walk (rankalign.data._html_walk, built when a compiler was at hand), or None
-_C_WALK: Any = None
-#: the C parse-and-walk of a list of bodies (the same module, with lxml's libxml2), or None
+#: the C parse-and-walk of a list of bodies (rankalign.data._html_walk, built when a
+#: compiler was at hand, with lxml's libxml2), or None
 _C_TEXTS: Any = None
 _FENCE = "\x00{}\x00"
 
@@ -65,6 +64,15 @@ def html_to_text(html: str | None) -> str:
         return ""
     if _PARSER is None:
         _load()
+    if _C_TEXTS is not None:
+        text = _C_TEXTS([html])[0]
+        if text is not None:
+            return text
+    return _lxml_text(html)
+
+
+def _lxml_text(html: str) -> str:
+    """:func:`html_to_text` of a non-blank body, all in Python (lxml's parser, :func:`_walk`)."""
     etree = _ETREE
     try:
         doc = etree.fromstring(f"<html><body><div>{html}</div></body></html>", _PARSER)
@@ -77,7 +85,7 @@ def html_to_text(html: str | None) -> str:
     if root is None:
         return html.strip()
     try:
-        return _C_WALK(root) if _C_WALK is not None else _py_text(root)
+        return _py_text(root)
     except RecursionError:  # absurdly nested HTML: fall back to the bare text
         return " ".join("".join(root.itertext()).split())
 
@@ -90,7 +98,7 @@ _PLACEHOLDER = re.compile("\x00(\\d+)\x00")
 
 
 def _py_text(root: Any) -> str:
-    """The walk and its clean-up in Python (what the C walk does)."""
+    """The walk and its clean-up in Python (what ``_html_walk.texts_of`` does in C)."""
     parts: list[str] = []
     codes: list[str] = []
     _walk(root, parts, codes)
@@ -114,14 +122,14 @@ def html_to_texts(bodies: list[str | None]) -> list[str]:
     texts = _C_TEXTS(bodies if isinstance(bodies, list) else list(bodies))
     for i, text in enumerate(texts):
         if text is None:  # a NUL character, no document or body, too deep: the Python way
-            texts[i] = html_to_text(bodies[i])
+            texts[i] = _lxml_text(bodies[i])  # type: ignore[arg-type]
     return texts
 
 
 def _load() -> None:
     """Make the HTML parser, and pick up the C code when it is built, works with this lxml
     and gives the Python result on a sample that uses every rule (else it is not used)."""
-    global _PARSER, _ETREE, _C_WALK, _C_TEXTS
+    global _PARSER, _ETREE, _C_TEXTS
     import os
 
     from lxml import etree
@@ -129,7 +137,7 @@ def _load() -> None:
     _ETREE = etree
     # a plain HTML parser: no lxml.html element classes (3x faster)
     _PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True)
-    _C_WALK = _C_TEXTS = None
+    _C_TEXTS = None
     if os.environ.get("RANKALIGN_PURE_PYTHON"):
         return
     try:
@@ -139,10 +147,7 @@ def _load() -> None:
     doc = etree.fromstring(f"<html><body><div>{_SELF_TEST}</div></body></html>", _PARSER)
     expected = _py_text(doc[0])
     try:
-        if _html_walk.walk(doc[0]) == expected:
-            _C_WALK = _html_walk.walk
-        if _C_WALK is not None and _html_walk.bind(etree.__file__) and \
-                _html_walk.texts_of([_SELF_TEST, "  ", None]) == [expected, "", ""]:
+        if _html_walk.bind(etree.__file__) and _html_walk.texts_of([_SELF_TEST, "  ", None]) == [expected, "", ""]:
             _C_TEXTS = _html_walk.texts_of
     except Exception:  # any failure means: do not use it
         pass

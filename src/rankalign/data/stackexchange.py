@@ -6,7 +6,7 @@ Pipeline, with memory bounded whatever the dump size:
    ``.bz2``, ``.zst``; ``.7z`` is first extracted into the work folder) is streamed, when
    the C extension is built, by libxml2's push parser with a C callback that writes Arrow
    buffers (:func:`_posts_parser`), else through an lxml parser target (no element tree: a
-   dict of attributes per row; :func:`_row_collector`), into uncompressed Parquet chunks of about
+   dict of attributes per row, :func:`_post_row`), into uncompressed Parquet chunks of about
    ``chunk_rows`` rows / :data:`CHUNK_BODY_CHARS` characters of HTML (the work folder needs
    about the dump's uncompressed size of free disk); ``Votes.xml`` is streamed
    to up (VoteTypeId 2) / down (3) counts per post. A plain file of at least
@@ -85,6 +85,7 @@ import bz2
 import collections
 import contextlib
 import csv
+import functools
 import gzip
 import io
 import json
@@ -514,52 +515,14 @@ class _RowTarget:
             self.rows.append(attrib)
             self.count += 1
 
-
-class _StartTarget:
-    """lxml parser target whose only callback is ``start(tag, attrib)``."""
-
-    def __init__(self, start: Callable[[str, dict[str, str]], None]) -> None:
-        self.start = start
-
     def close(self) -> None:
         return None
 
 
-def _feed(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None,
-          start: Callable[[str, dict[str, str]], None], rows_seen: Callable[[], int]) -> Iterator[None]:
-    """Feed a dump to an lxml target parser calling ``start`` for each start tag, yielding
-    after each :data:`FEED_BYTES` of input (and after the end). An XML error ends the stream
-    (what was parsed before it stays) and is stored in ``result.error`` (line, column,
-    message, ``rows_seen()`` rows read; of the part)."""
-    from lxml import etree
-
-    parser = etree.XMLParser(target=_StartTarget(start), huge_tree=True)
-    error = None
-    while True:
-        data = fh.read(FEED_BYTES)
-        try:
-            if data:
-                parser.feed(data)
-            else:
-                parser.close()
-        except etree.XMLSyntaxError as exc:
-            error = exc
-        yield
-        if error is not None or not data:
-            break
-    if error is not None:
-        line, column = error.position if error.position else (0, 0)
-        if rng is not None and rng.prefix and line == 1:
-            column = column - len(rng.prefix) + rng.col0
-        result.error = {"file": str(path), "line": line, "column": column, "message": str(error.msg or error),
-                        "rows_before": rows_seen()}
-
-
-def _xml_error(result: ParseResult, path: Path, rng: ByteRange | None, line: int, column: int, message: str,
-               rows_before: int) -> None:
-    """Store an XML error in ``result`` as lxml reports it (message, line, column; of the part)."""
-    if line > 0:
-        message = f"{message}, line {line}, column {column}" if column > 0 else f"{message}, line {line}"
+def _store_xml_error(result: ParseResult, path: Path, rng: ByteRange | None, line: int, column: int, message: str,
+                     rows_before: int) -> None:
+    """Store an XML error (line and column of the part; the column of line 1 of a byte range
+    without the root tag put before it) in ``result.error``."""
     if rng is not None and rng.prefix and line == 1:
         column = column - len(rng.prefix) + rng.col0
     result.error = {"file": str(path), "line": line, "column": column, "message": message, "rows_before": rows_before}
@@ -581,17 +544,35 @@ class _Replay:
 
 def _iter_rows(fh: Any, result: ParseResult, path: Path, rng: ByteRange | None = None, bar: Any = None
                ) -> Iterator[dict[str, str]]:
-    """Yield the attributes of each ``<row>`` of a dump (a dict per row, in file order); an
-    XML error ends the stream (:func:`_feed`). ``bar`` (a tqdm bar) counts the rows and is
-    closed at the end."""
+    """Yield the attributes of each ``<row>`` of a dump (a dict per row, in file order),
+    feeding lxml :data:`FEED_BYTES` at a time. An XML error ends the stream (the rows before
+    it are still yielded) and is stored in ``result.error`` (line, column, message, rows
+    read; of the part). ``bar`` (a tqdm bar) counts the rows and is closed at the end."""
+    from lxml import etree
+
     target = _RowTarget()
     rows = target.rows
-    for _ in _feed(fh, result, path, rng, target.start, lambda: target.count):
+    parser = etree.XMLParser(target=target, huge_tree=True)
+    error = None
+    while True:
+        data = fh.read(FEED_BYTES)
+        try:
+            if data:
+                parser.feed(data)
+            else:
+                parser.close()
+        except etree.XMLSyntaxError as exc:
+            error = exc
         if rows:
             if bar is not None:
                 bar.update(len(rows))
             yield from rows
             rows.clear()
+        if error is not None or not data:
+            break
+    if error is not None:
+        line, column = error.position if error.position else (0, 0)
+        _store_xml_error(result, path, rng, line, column, str(error.msg or error), target.count)
     if bar is not None:
         bar.close()
 
@@ -651,44 +632,25 @@ def _post_row(a: dict[str, str], n: int, cols: tuple[list[Any], ...], result: Pa
     return len(body)
 
 
-def _add_counts(result: ParseResult, c: Any) -> None:
-    """Add the row counts of a C parser or collector (those above zero, as Python counts)."""
-    for key, value in (("questions", c.questions), ("answers", c.answers), ("other post types", c.other)):
-        if value:
-            result.counts[key] += value
-
-
-def _row_collector(base: int) -> Any:
-    """The per-row work in C (``rankalign.data._se_rows``, the same result as :func:`_post_row`
-    for well-formed rows, which it hands to Python otherwise), or None when it is not built
-    or ``RANKALIGN_PURE_PYTHON`` is set."""
-    if os.environ.get("RANKALIGN_PURE_PYTHON"):
-        return None
-    try:
-        from rankalign.data._se_rows import RowCollector
-    except ImportError:
-        return None
-    return RowCollector(base, datetime.fromisoformat, has_code_block)
-
-
-_BOUND: list[bool] = []
-
-
-def _posts_parser(base: int) -> Any:
-    """The whole parse in C (``rankalign.data._se_rows.PostsParser``: libxml2's push parser,
-    from lxml's library, with a C start-element callback), or None when it is not built, lxml's
-    library does not export the parser, or ``RANKALIGN_PURE_PYTHON`` is set."""
-    if os.environ.get("RANKALIGN_PURE_PYTHON"):
-        return None
+@functools.cache
+def _bound_se_rows() -> Any:
+    """``rankalign.data._se_rows`` bound to the libxml2 inside lxml (once per process), or
+    None when it is not built or lxml's library does not export the push parser."""
     try:
         from lxml import etree
 
         from rankalign.data import _se_rows
     except ImportError:
         return None
-    if not _BOUND:
-        _BOUND.append(bool(_se_rows.bind(etree.__file__)))
-    return _se_rows.PostsParser(base, has_code_block) if _BOUND[0] else None
+    return _se_rows if _se_rows.bind(etree.__file__) else None
+
+
+def _posts_parser(base: int) -> Any:
+    """The whole parse in C (``rankalign.data._se_rows.PostsParser``: libxml2's push parser,
+    from lxml's library, with a C start-element callback), or None when it is not built, lxml's
+    library does not export the parser, or ``RANKALIGN_PURE_PYTHON`` is set."""
+    module = None if os.environ.get("RANKALIGN_PURE_PYTHON") else _bound_se_rows()
+    return module.PostsParser(base) if module is not None else None
 
 
 def _c_table(rows: int, columns: list[tuple[bytes, bytes | None, bytes | None, int]], schema: Any) -> Any:
@@ -719,10 +681,10 @@ def parse_posts(
     ``accepted_answer_id``, ``created`` (as written), ``score``, ``title``, ``tags``,
     ``body`` (raw HTML; only kept for questions and answers) and ``has_code``.
     Malformed rows are counted and not written (see the module docstring). The rows are
-    checked by :func:`_post_row`, or by its C version when built (:func:`_row_collector`),
-    which takes lxml's callbacks directly; a chunk is written when it holds ``chunk_rows``
-    rows or :data:`CHUNK_BODY_CHARS` characters of bodies (checked after each
-    :data:`FEED_BYTES` of input).
+    parsed and checked in C when the extension is built (:func:`_posts_parser`; the rows it
+    does not take go to :func:`_post_row`), else by lxml and :func:`_post_row`. A chunk is
+    written when it holds ``chunk_rows`` rows or :data:`CHUNK_BODY_CHARS` characters of
+    bodies (checked after each :data:`FEED_BYTES` of input in C).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -753,8 +715,6 @@ def parse_posts(
             c.clear()
         c_tables.clear()
 
-    def add_slow(slow: list[tuple[int, dict[str, str]]]) -> int:
-        return sum(_post_row(a, n, cols, result, base) for n, a in slow)
 
     bar = _progress(None, f"{site} posts" + (f" [{part}]" if byte_range else ""), progress, position)
     with _open_part(path, out_dir, byte_range) as fh:
@@ -765,7 +725,6 @@ def parse_posts(
             if doctype >= 0 and (first_row < 0 or doctype < first_row):
                 parser = None
             fh = _Replay(head, fh)
-        collector = _row_collector(base) if parser is None else None
         if parser is not None:  # C: libxml2 and the row checks; the rows it does not take, in Python
             seen = 0
             while True:
@@ -778,17 +737,24 @@ def parse_posts(
                     rows, columns, slow, _ = parser.take()
                     if rows:
                         c_tables.append(_c_table(rows, columns, schema))
-                    add_slow(slow)
+                    for n, a in slow:
+                        _post_row(a, n, cols, result, base)
                     flush()
                 if done:
                     break
             n = parser.n
-            if parser.error is not None:
+            if parser.error is not None:  # formatted as lxml formats it
                 line, column, message = parser.error
-                _xml_error(result, path, byte_range, line, column, message or "XML error", n)
-            _add_counts(result, parser)
+                message = message or "XML error"
+                if line > 0:
+                    message = f"{message}, line {line}, column {column}" if column > 0 else f"{message}, line {line}"
+                _store_xml_error(result, path, byte_range, line, column, message, n)
+            for key, value in (("questions", parser.questions), ("answers", parser.answers),
+                               ("other post types", parser.other)):
+                if value:  # as Python counts: only the reasons that occur
+                    result.counts[key] += value
             bar.close()
-        elif collector is None:  # Python: a row at a time
+        else:  # Python: a row at a time
             n = 0
             for a in _iter_rows(fh, result, path, byte_range, bar):
                 n += 1
@@ -796,25 +762,6 @@ def parse_posts(
                 if len(cols[0]) >= chunk_rows or body_chars >= CHUNK_BODY_CHARS:
                     flush()
                     body_chars = 0
-        else:  # lxml's parser, the row checks in C; the rows they do not take, in Python
-            seen = 0
-            for _ in _feed(fh, result, path, byte_range, collector.start, lambda: collector.n):
-                bar.update(collector.n - seen)
-                seen = collector.n
-                if collector.size >= chunk_rows or collector.body_chars >= CHUNK_BODY_CHARS:
-                    taken, slow, chars = collector.take()
-                    for c, t in zip(cols, taken, strict=True):
-                        c.extend(t)
-                    body_chars += chars + add_slow(slow)
-                    flush()
-                    body_chars = 0
-            taken, slow, chars = collector.take()
-            for c, t in zip(cols, taken, strict=True):
-                c.extend(t)
-            add_slow(slow)
-            n = collector.n
-            _add_counts(result, collector)
-            bar.close()
     flush()
     result.rows = n
     result.seconds = time.perf_counter() - t0
