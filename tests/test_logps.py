@@ -49,8 +49,8 @@ def test_truncation_never_empties_a_response(max_length: int, max_prompt: int, p
 def test_encode_list_with_tiny_limits_keeps_every_response() -> None:
     tok = tiny_tokenizer()
     stats = TruncationStats()
-    prompts, resps, _ = encode_list(tok, "how to brew coffee ? " * 5, ["use hot water " * 10, "no"],
-                                    max_length=6, max_prompt_length=3, stats=stats)
+    prompts, resps = encode_list(tok, "how to brew coffee ? " * 5, ["use hot water " * 10, "no"],
+                                 max_length=6, max_prompt_length=3, stats=stats)
     assert all(len(r) >= 1 for r in resps)
     assert all(len(p) + len(r) <= 6 for p, r in zip(prompts, resps))
     assert stats.prompts_cut == 2 and stats.responses_cut == 1 and stats.sequences == 2
@@ -105,7 +105,7 @@ def test_list_logps_matches_naive_per_sequence_loop() -> None:
              ("what fund is best ?", ["try low fee fund", "the answer is yes"])]
     items = []
     for prompt, responses in lists:
-        p, r, _ = encode_list(tok, prompt, responses, max_length=64, max_prompt_length=32)
+        p, r = encode_list(tok, prompt, responses, max_length=64, max_prompt_length=32)
         items.append(EncodedList(prompt_ids=p, response_ids=r, order=list(range(len(r))), psi=[0.0] * len(r)))
     batch = ListCollator(tok.pad_token_id)(items)
     with torch.no_grad():

@@ -16,7 +16,7 @@ Reduction rule: ``logp(y)`` is the SUM of the response's token log-probs; the to
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -118,7 +118,7 @@ class EncodedList:
 
     ``order`` is best first; ``scores``/``psi`` one per response; ``apdf`` M x M or None;
     ``apdf_row_max`` (SeAdpra's W_r) one per response or None.
-    ``prompt_ids`` is shared by every response of the list (after truncation each response
+    ``prompt_ids`` holds the list's prompt once per response (after truncation each response
     may keep a different prompt tail, so it is stored per response).
     """
 
@@ -129,7 +129,6 @@ class EncodedList:
     scores: list[float] | None = None
     apdf: list[list[float]] | None = None
     apdf_row_max: list[float] | None = None
-    raw_prompt_ids: list[int] = field(default_factory=list)
 
 
 def encode_list(
@@ -140,25 +139,23 @@ def encode_list(
     max_length: int,
     max_prompt_length: int,
     stats: TruncationStats | None = None,
-) -> tuple[list[list[int]], list[list[int]], list[int]]:
+) -> tuple[list[list[int]], list[list[int]]]:
     """Tokenise one prompt with each of its responses.
 
     Returns:
-        ``(prompt_ids per response, response_ids per response, untruncated prompt ids)``.
+        ``(prompt_ids per response, response_ids per response)``, both truncated.
     """
     prompts, resps = [], []
-    raw_prompt: list[int] = []
     for text in responses:
         head, tail = split_texts(tokenizer, prompt, text)
         p = tokenizer(head, add_special_tokens=False)["input_ids"]
         r = tokenizer(tail, add_special_tokens=False)["input_ids"]
         if not r:
             r = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id]
-        raw_prompt = p
         p, r = truncate(p, r, max_length, max_prompt_length, stats)
         prompts.append(p)
         resps.append(r)
-    return prompts, resps, raw_prompt
+    return prompts, resps
 
 
 def _pad_rows(rows: list[list[int]], value: int) -> Tensor:

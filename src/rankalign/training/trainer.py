@@ -89,7 +89,7 @@ def encode_records(records: Sequence[ListRecord], tokenizer: Any, config: Listwi
     items = []
     for rec in tqdm(records, desc=desc, unit="list", disable=len(records) < 50):
         keep, targets = select_list(rec, source, config.max_list_size)
-        prompts, responses, _ = encode_list(
+        prompts, responses = encode_list(
             tokenizer, rec.prompt, [rec.responses[i].text for i in keep],
             max_length=config.max_length, max_prompt_length=config.max_prompt_length, stats=stats,
         )
