@@ -157,3 +157,57 @@ def test_logits_only_from_the_first_response_position_and_fallback_for_other_mod
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     torch.testing.assert_close(plain, want, rtol=0, atol=1e-5)
     assert n_tok.tolist() == [3, 1]
+
+
+def _mismatched_items(tok) -> list[EncodedList]:  # type: ignore[no-untyped-def]
+    """Two lists with the same prompt (e.g. two pairs of one question) and one with another."""
+    lists = [("how to brew coffee ?", ["use hot water", "no"]),
+             ("how to brew coffee ?", ["never use cold milk", "maybe try sugar", "yes"]),
+             ("what fund is best ?", ["try low fee fund", "the answer is yes"])]
+    items = []
+    for prompt, responses in lists:
+        p, r = encode_list(tok, prompt, responses, max_length=64, max_prompt_length=32)
+        items.append(EncodedList(prompt_ids=p, response_ids=r, order=list(range(len(r))), psi=[0.0] * len(r)))
+    return items
+
+
+@pytest.mark.parametrize("perm", [(0, 1, 2), (1, 0, 2), (0, 2, 1), (2, 0, 1), (1, 2, 0), (2, 1, 0)])
+def test_mismatched_pairs_never_use_the_own_prompt_and_match_a_naive_loop(perm: tuple[int, ...]) -> None:
+    """KTO's z0 pairs: every response is scored after a prompt that is not its own, whatever the
+    order of the micro-batch (two lists sharing a prompt used to be paired with each other), and
+    the batched log-probs equal a per-sequence loop over (other prompt, response)."""
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok)).eval()
+    items = [_mismatched_items(tok)[k] for k in perm]
+    batch = ListCollator(tok.pad_token_id, mismatched=True)(items)
+    with torch.no_grad():
+        got, _ = list_logps(model, batch, "mismatched_")
+    ids, att, resp = (batch[f"mismatched_{k}"] for k in ("input_ids", "attention_mask", "response_mask"))
+    m = batch["list_mask"].shape[1]
+    for i, it in enumerate(items):
+        for j, r in enumerate(it.response_ids):
+            row = i * m + j
+            prompt = ids[row][att[row].bool() & ~resp[row]].tolist()
+            assert ids[row][resp[row]].tolist() == r
+            assert prompt not in it.prompt_ids  # never the response's own prompt
+            assert any(prompt == other.prompt_ids[0] for other in items)
+            # naive: the first list after i (cyclically) whose prompt differs
+            partner = next(items[k % 3] for k in range(i + 1, i + 3) if items[k % 3].prompt_ids[0] != it.prompt_ids[0])
+            assert prompt == partner.prompt_ids[0]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([prompt + r])).logits[0], -1)
+            naive = sum(logp[len(prompt) + k - 1, t].item() for k, t in enumerate(r))
+            assert got[i, j].item() == pytest.approx(naive, abs=1e-4)
+
+
+def test_no_mismatched_pairs_for_one_list_or_one_shared_prompt() -> None:
+    from rankalign.training.logps import mismatched_partners
+
+    tok = tiny_tokenizer()
+    a1, a2, b = _mismatched_items(tok)
+    collate = ListCollator(tok.pad_token_id, mismatched=True)
+    assert "mismatched_input_ids" not in collate([a1])
+    assert "mismatched_input_ids" not in collate([a1, a2])  # the same prompt: no mismatched pair exists
+    assert mismatched_partners([a1, a2]) is None
+    assert mismatched_partners([a1, b]) == [1, 0]
+    assert mismatched_partners([a1, a2, b]) == [2, 2, 0]

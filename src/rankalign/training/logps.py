@@ -176,7 +176,10 @@ class ListCollator:
         has scores), ``apdf [B, M, M]`` and ``apdf_row_max [B, M]`` (only when every list
         has one) and, with
         ``mismatched=True``, ``mismatched_input_ids/attention_mask/response_mask [N, T']``:
-        each response of list b after the prompt of list (b+1) mod B (KTO's z0).
+        each response of list b after the prompt of another list of the micro-batch whose
+        prompt differs from list b's (:func:`mismatched_partners`; KTO's z0 estimate,
+        Ethayarajh et al., arXiv:2402.01306). These keys are absent when no such pair exists
+        (one list, or every list of the micro-batch has the same prompt).
 
     A padded candidate is a single pad token with attention 1 (so no row is all-masked)
     and no response token, so its log-prob is 0 and it is masked out by ``list_mask``.
@@ -232,15 +235,38 @@ class ListCollator:
             for i, it in enumerate(items):
                 row_max[i, : len(it.apdf_row_max)] = torch.tensor(it.apdf_row_max, dtype=torch.float)  # type: ignore[arg-type]
             batch["apdf_row_max"] = row_max
-        if self.mismatched and b >= 2:
-            # response j of list i after the (untruncated-tail) prompt of list i+1
-            prompts = []
-            for i, it in enumerate(items):
-                other = items[(i + 1) % b]
-                prompts.append([other.prompt_ids[0] for _ in it.response_ids])
+        partners = mismatched_partners(items) if self.mismatched else None
+        if partners is not None:
+            # response j of list i after the prompt (as tokenised for its first response) of list partners[i]
+            prompts = [[items[k].prompt_ids[0]] * len(it.response_ids) for it, k in zip(items, partners)]
             mm = self._flatten(prompts, [it.response_ids for it in items], m)
             batch.update({f"mismatched_{k}": v for k, v in mm.items()})
         return batch
+
+
+def mismatched_partners(items: Sequence[EncodedList]) -> list[int] | None:
+    """For each list i, the list whose prompt its responses are scored under for KTO's z0.
+
+    KTO estimates its reference point z0 from mismatched pairs: responses paired with a
+    prompt that is not their own (Ethayarajh et al., arXiv:2402.01306, §4.1). Partner of
+    list i: the first list after i (cyclically) whose prompt tokens differ from every prompt
+    of list i, so that two lists sharing a prompt (several pairs of one prompt turned into
+    lists, duplicates) never give a matched pair. If the micro-batch holds at least two
+    distinct prompts every list has a partner.
+
+    Returns:
+        ``partners [B]`` (list indices), or ``None`` when some list has no partner (one list,
+        or every list has the same prompt).
+    """
+    b = len(items)
+    partners = []
+    for i, it in enumerate(items):
+        own = {tuple(p) for p in it.prompt_ids}
+        k = next((k % b for k in range(i + 1, i + b) if tuple(items[k % b].prompt_ids[0]) not in own), None)
+        if k is None:
+            return None
+        partners.append(k)
+    return partners
 
 
 def token_logps(logits: Tensor, targets: Tensor, chunk_rows: int = 8) -> Tensor:
