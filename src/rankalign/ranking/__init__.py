@@ -1,4 +1,7 @@
-"""Attributes, APDF and the self-supervised dynamic ranking (SPEC §4, seed 000 §2.2).
+"""Attributes, APDF and the self-supervised dynamic ranking of SeAdpra.
+
+SeAdpra: Yang et al., "Self-supervised Attribute-aware Dynamic Preference Ranking
+Alignment", arXiv:2502.12189, §2.2; formulas and decisions in docs/methods.md#seadpra.
 
 Import needs only numpy; the embedding model is loaded lazily.
 

@@ -1,6 +1,7 @@
 """Attribute-Perceptual Distance Factors and the self-supervised dynamic ranking.
 
-Seed 000 (SeAdpra) §2.2, eq. 1-5 and Algorithm 1, read as SPEC §4 decides. Everything is
+SeAdpra (Yang et al., arXiv:2502.12189) §2.2, eq. 1-5 and Algorithm 1, with the decisions
+of docs/methods.md#apdf and docs/methods.md#dynamic-ranking. Everything is
 batched numpy over ``[B, M]`` lists with a boolean ``mask`` (``True`` = a real response) for
 lists shorter than ``M``; there is no Python loop over pairs. Only numpy is needed.
 
@@ -44,12 +45,12 @@ def _as_batch(gains: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, n
 def positions_from_gains(
     gains: np.ndarray, mask: np.ndarray | None = None, source: str = "gain"
 ) -> np.ndarray:
-    """1-based ranking positions l_i used by T(i) = 1/ln(l_i + 1) (seed 000 eq. 2).
+    """1-based ranking positions l_i used by T(i) = 1/ln(l_i + 1) (SeAdpra eq. 2).
 
-    ``source="gain"`` (SPEC §4 Decision): l_i is the position of response i when the real
-    responses are sorted by gain descending with a stable sort (equal gains keep the lower
-    index first). ``source="input"``: l_i = i + 1, the order the responses were given in.
-    Padded entries get the positions after the real ones (they are ignored downstream).
+    ``source="gain"`` (the project's decision, docs/methods.md#apdf): l_i is the position of
+    response i when the real responses are sorted by gain descending with a stable sort
+    (equal gains keep the lower index first). ``source="input"``: l_i = i + 1, the order the
+    responses were given in. Padded entries get the positions after the real ones (they are ignored downstream).
 
     Args:
         gains: ``[B, M]`` (or ``[M]``) gains G(i).
@@ -75,7 +76,7 @@ def positions_from_gains(
 
 
 def apdf(gains: np.ndarray, mask: np.ndarray | None = None, position_source: str = "gain") -> np.ndarray:
-    """Single-attribute APDF matrix (seed 000 eq. 1-2).
+    """Single-attribute APDF matrix (SeAdpra eq. 1-2).
 
     delta(i, j) = (G(i) - G(j)) * (T(i) - T(j)),   T(i) = 1 / ln(l_i + 1),
 
@@ -89,7 +90,7 @@ def apdf(gains: np.ndarray, mask: np.ndarray | None = None, position_source: str
     Args:
         gains: ``[B, M]`` (or ``[M]``).
         mask: ``[B, M]`` bool, default all real.
-        position_source: ``"gain"`` (default, SPEC Decision) or ``"input"``.
+        position_source: ``"gain"`` (default, docs/methods.md#apdf) or ``"input"``.
     Returns:
         ``[B, M, M]`` (or ``[M, M]``) float64.
     """
@@ -165,7 +166,8 @@ def _check_order(order: np.ndarray, b: int, n: int, name: str) -> np.ndarray:
 def dynamic_ranking(
     delta: np.ndarray, arank: np.ndarray | None = None, mask: np.ndarray | None = None
 ) -> np.ndarray:
-    """Self-supervised dynamic ranking D^R (seed 000 Algorithm 1, eq. 5; SPEC §4 Decisions).
+    """Self-supervised dynamic ranking D^R (SeAdpra Algorithm 1, eq. 5; decisions in
+    docs/methods.md#dynamic-ranking).
 
     While at least two real responses remain: take the largest entry (r, c), r < c, of Delta_M
     restricted to the remaining responses (ties: the first in row-major order); append whichever

