@@ -1,5 +1,6 @@
-"""Evaluation (SPEC §7, seed 000 §3.2 and App. A): PrefHit/PrefRecall, SaferHit, BLEU, ROUGE-L,
-CoSim, bootstrap confidence intervals and metric consistency; generation and reports.
+"""Evaluation (SeAdpra, Yang et al., arXiv:2502.12189, §3.2 and App. A-B; definitions and
+decisions in docs/methods.md#metrics): PrefHit/PrefRecall, SaferHit, BLEU, ROUGE-L, CoSim,
+bootstrap confidence intervals and metric consistency; generation and reports.
 
 Import needs only numpy; sacrebleu, rouge-score, scipy and transformers are loaded by the
 functions that use them.

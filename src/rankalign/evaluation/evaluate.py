@@ -1,4 +1,4 @@
-"""Score generated answers against list-wise records (SPEC §7) and run the whole evaluation.
+"""Score generated answers against list-wise records (docs/methods.md#metrics) and run the whole evaluation.
 
 :func:`score_generations` takes one generated answer per record and computes
 
@@ -26,7 +26,7 @@ import numpy as np
 from rankalign.data.record import ListRecord
 from rankalign.evaluation import metrics as M
 
-#: the paper's headline settings: PrefHit@1 and PrefRecall@3 (seed 000 App. E.1)
+#: the paper's headline settings: PrefHit@1 and PrefRecall@3 (SeAdpra, arXiv:2502.12189, App. E.1)
 DEFAULT_KS: tuple[int, ...] = (1, 3)
 
 
@@ -90,7 +90,7 @@ def score_generations(
     seed: int = 0,
     cosim_structure_weight: float = 0.5,
 ) -> EvalResult:
-    """Compute every metric of SPEC §7 for one answer per record.
+    """Compute every metric of docs/methods.md#metrics for one answer per record.
 
     Args:
         records: the test records (each with M >= 2 candidates).
@@ -130,7 +130,7 @@ def score_generations(
     per["ROUGE-L"] = M.rouge_l_per_example(hyps, refs)
     per["CoSim"] = M.cosim_per_example(hyps, refs, embed_fn, structure_weight=cosim_structure_weight)
     safer = [r.meta.get("safer_id") for r in records]
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in safer):  # PKU-SafeRLHF (seed 000 App. B)
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in safer):  # PKU-SafeRLHF (SeAdpra App. B)
         per["SaferHit"] = M.safer_hit_per_example(sims, safer)  # type: ignore[arg-type]
 
     estimates = {name: M.estimate(v, n=n_bootstrap, alpha=alpha, seed=seed).to_dict() for name, v in per.items()}

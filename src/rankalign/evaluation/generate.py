@@ -1,4 +1,5 @@
-"""Answer generation for evaluation (SPEC §7: beam search, 128 new tokens by default).
+"""Answer generation for evaluation (beam search and 128 new tokens, as in SeAdpra, arXiv:2502.12189,
+App. E.1; docs/methods.md#metrics).
 
 Prompts are wrapped in the tokenizer's chat template (one user turn, generation prompt
 added) when it has one, else used as plain text. Batches are left-padded so every row's
@@ -45,7 +46,7 @@ def generate_responses(
         tokenizer: its tokenizer; a missing pad token is set to the eos token.
         prompts: N prompt strings.
         max_new_tokens: maximum generated tokens per answer.
-        num_beams: 1 = greedy decoding, > 1 = beam search (seed 000 uses beam search).
+        num_beams: 1 = greedy decoding, > 1 = beam search (SeAdpra uses beam search).
         batch_size: prompts per ``generate`` call.
         max_prompt_length: prompts longer than this many tokens keep their last tokens
             (the question's end and the chat template's generation prompt); ``None`` = no cut.

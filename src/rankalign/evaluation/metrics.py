@@ -1,15 +1,16 @@
-"""Evaluation metrics (SPEC §7; seed 000 §3.2 and App. A.3-A.4).
+"""Evaluation metrics (SeAdpra, Yang et al., arXiv:2502.12189, §3.2 and App. A.3-A.4, B.2;
+definitions and decisions in docs/methods.md#metrics).
 
 Preference metrics compare a generated answer ``x`` with the candidate list ``R`` of its
 prompt through the similarities ``Sim(x, R_i)`` (cosine of sentence embeddings):
 
-* ``Phi(x, R) = argmax_i Sim(x, R_i)`` (seed 000 eq. 15),
+* ``Phi(x, R) = argmax_i Sim(x, R_i)`` (SeAdpra eq. 15),
 * ``Psi(x, R, k)`` = the indices of the k most similar candidates (eq. 17),
 * ``G(k)`` = the first k indices of the gold order (best first),
 * ``PrefHit@k = mean_i 1[Phi in G_i(k)]`` (eq. 14),
-* ``PrefRecall@k = mean_i |Psi_i(k) ∩ G_i(k)| / k`` (eq. 16; **Decision** of SPEC §7: the
-  seed divides by 2, dividing by k keeps the value in [0, 1]. A list with M < k responses
-  can reach at most M / k),
+* ``PrefRecall@k = mean_i |Psi_i(k) ∩ G_i(k)| / k`` (eq. 16; **Decision**,
+  docs/methods.md#prefrecall: the paper divides by 2, dividing by k keeps the value in [0, 1].
+  A list with M < k responses can reach at most M / k),
 * ``SaferHit`` = PrefHit@1 with the safer response as the only gold item.
 
 Ties in ``Sim`` are broken stably (the lower index wins), so every metric is deterministic.
@@ -65,7 +66,7 @@ def _check_k(k: int) -> int:
 
 
 def top_k_by_similarity(sims: Sequence[float] | np.ndarray, k: int) -> list[int]:
-    """``Psi(x, R, k)`` (seed 000 eq. 17): indices of the k largest similarities, best first.
+    """``Psi(x, R, k)`` (SeAdpra eq. 17): indices of the k largest similarities, best first.
 
     The sort is stable on ``-Sim``, so equal similarities keep the lower index first.
 
@@ -90,7 +91,7 @@ def _pairs(sims: Sequence[Sequence[float]], gold_orders: Sequence[Sequence[int]]
 def pref_hit_per_example(
     sims: Sequence[Sequence[float]], gold_orders: Sequence[Sequence[int]], k: int = 1
 ) -> np.ndarray:
-    """Per-example ``1[Phi(x, R) in G(k)]`` (seed 000 eq. 14-15), shape [N].
+    """Per-example ``1[Phi(x, R) in G(k)]`` (SeAdpra eq. 14-15), shape [N].
 
     Args:
         sims: one row per test prompt, ``Sim(x, R_i)`` for its M candidates (M may vary).
@@ -105,14 +106,14 @@ def pref_hit_per_example(
 def pref_recall_per_example(
     sims: Sequence[Sequence[float]], gold_orders: Sequence[Sequence[int]], k: int = 3
 ) -> np.ndarray:
-    """Per-example ``|Psi(x, R, k) ∩ G(k)| / k`` (seed 000 eq. 16 with SPEC's /k), shape [N]."""
+    """Per-example ``|Psi(x, R, k) ∩ G(k)| / k`` (SeAdpra eq. 16, divided by k: docs/methods.md#prefrecall), shape [N]."""
     k = _check_k(k)
     out = [len(set(top_k_by_similarity(row, k)) & set(g[:k])) / k for row, g in _pairs(sims, gold_orders)]
     return np.asarray(out, dtype=np.float64)
 
 
 def pref_hit_at_k(sims: Sequence[Sequence[float]], gold_orders: Sequence[Sequence[int]], k: int = 1) -> float:
-    """PrefHit@k = mean over prompts of ``1[argmax_i Sim(x, R_i) in G(k)]`` (seed 000 eq. 14).
+    """PrefHit@k = mean over prompts of ``1[argmax_i Sim(x, R_i) in G(k)]`` (SeAdpra eq. 14).
 
     Worked example (two prompts): row 0 ``Sim = [0.1, 0.8, 0.3]`` with gold ``[1, 0, 2]``
     gives ``Phi = 1 in G(1) = {1}`` -> 1; row 1 ``Sim = [0.9, 0.2, 0.4]`` with gold
@@ -128,7 +129,7 @@ def pref_hit_at_k(sims: Sequence[Sequence[float]], gold_orders: Sequence[Sequenc
 def pref_recall_at_k(
     sims: Sequence[Sequence[float]], gold_orders: Sequence[Sequence[int]], k: int = 3
 ) -> float:
-    """PrefRecall@k = mean over prompts of ``|Psi(k) ∩ G(k)| / k`` (seed 000 eq. 16, SPEC /k).
+    """PrefRecall@k = mean over prompts of ``|Psi(k) ∩ G(k)| / k`` (SeAdpra eq. 16, /k: docs/methods.md#prefrecall).
 
     Worked example: ``Sim = [0.1, 0.8, 0.3, 0.5]``, gold ``[0, 1, 2, 3]``, k = 2:
     ``Psi(2) = {1, 3}``, ``G(2) = {0, 1}``, intersection ``{1}`` -> 1/2.
@@ -140,7 +141,7 @@ def pref_recall_at_k(
 
 
 def safer_hit_per_example(sims: Sequence[Sequence[float]], safer_ids: Sequence[int]) -> np.ndarray:
-    """Per-example ``1[argmax_i Sim(x, R_i) == safer]`` (seed 000 App. B), shape [N]."""
+    """Per-example ``1[argmax_i Sim(x, R_i) == safer]`` (SeAdpra App. B.2, eq. 18), shape [N]."""
     if len(sims) != len(safer_ids):
         raise ValueError(f"got {len(sims)} similarity rows but {len(safer_ids)} safer ids")
     out = []
@@ -153,7 +154,7 @@ def safer_hit_per_example(sims: Sequence[Sequence[float]], safer_ids: Sequence[i
 
 
 def safer_hit(sims: Sequence[Sequence[float]], safer_ids: Sequence[int]) -> float:
-    """SaferHit = PrefHit@1 with the safer response as gold (seed 000 App. B, Table 4).
+    """SaferHit = PrefHit@1 with the safer response as gold (SeAdpra App. B.2, eq. 18; Table 4).
 
     >>> safer_hit([[0.2, 0.7], [0.6, 0.5]], [1, 1])
     0.5
@@ -323,7 +324,7 @@ def code_structure_similarity(hypothesis: str, reference: str) -> float | None:
 def cosim_per_example(
     hypotheses: Sequence[str], references: Sequence[str], embed_fn: EmbedFn, *, structure_weight: float = 0.5
 ) -> np.ndarray:
-    """CoSim, a CodeBERTScore-like code similarity (seed 000 §3.2), per example in [-1, 1].
+    """CoSim, a CodeBERTScore-like code similarity (SeAdpra §3.2; docs/methods.md#cosim), per example in [-1, 1].
 
     ``CoSim = (1 - w) * cos(E(hyp), E(ref)) + w * struct(hyp, ref)`` with ``w =
     structure_weight`` and ``struct`` = :func:`code_structure_similarity`; when the
@@ -346,7 +347,7 @@ def cosim_per_example(
 
 # ---------------------------------------------------------------------------- consistency (App. A.4)
 def metric_consistency(columns: Mapping[str, Sequence[float]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Pearson and Spearman correlation between every pair of metric columns (seed 000 App. A.4).
+    """Pearson and Spearman correlation between every pair of metric columns (SeAdpra App. A.4).
 
     Args:
         columns: metric name -> its value in each run (all columns the same length >= 3),
@@ -379,7 +380,7 @@ def metric_consistency(columns: Mapping[str, Sequence[float]]) -> dict[str, dict
 
 
 def gold_order(record: ListRecord) -> list[int]:
-    """G for a record (SPEC §7): its ``ranking`` when present, else the community order.
+    """G for a record (docs/methods.md#gold-order): its ``ranking`` when present, else the community order.
 
     Uses ``record.preference_order("auto")``: ``ranking``, else descending ``scores``,
     else accepted first then votes.

@@ -118,7 +118,8 @@ def eval_report(
     lines.append(
         "PrefHit@k = share of prompts whose generated answer is most similar to one of the k best "
         "gold responses; PrefRecall@k = overlap of the k most similar and the k best, divided by k "
-        "(seed 000 eq. 14-16). BLEU/ROUGE-L/CoSim compare with the gold best response. Intervals: "
+        "(SeAdpra, arXiv:2502.12189, eq. 14-16; /k instead of /2, docs/methods.md#prefrecall). "
+        "BLEU/ROUGE-L/CoSim compare with the gold best response. Intervals: "
         "percentile bootstrap over prompts."
     )
     if timings:
