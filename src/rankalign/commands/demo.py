@@ -12,7 +12,8 @@
 6. write ``DIR/metrics.json``, ``DIR/report.md``, ``DIR/generations_{before,after}.jsonl``;
    the trained model goes to ``DIR/model``.
 
-Everything is offline: the policy and the embedder come from PyPI packages (SPEC §8).
+Everything is offline: the policy and the embedder come from PyPI packages
+(docs/methods.md#default-models).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``rankalign rank``: self-supervised dynamic ranking of list-wise records (SPEC §4).
+"""``rankalign rank``: self-supervised dynamic ranking of list-wise records
+(SeAdpra, Yang et al., arXiv:2502.12189, §2.2; docs/methods.md#dynamic-ranking).
 
 Reads records, computes the multi-APDF matrix and the dynamic ranking D^R of every list, and
 writes the same records with ``dynamic_ranking`` and ``apdf`` (atomically). When gold rankings

