@@ -1,0 +1,81 @@
+"""Output locations: checked before any work, written without a traceback.
+
+Every command that writes a folder of results (``eval``, ``train``, ``demo``) calls
+:func:`check_output_dir` first, so a bad path fails at once with one line that names the
+path and the fix, instead of a traceback after minutes of generation or training; the
+writes themselves go through :func:`writing`, which turns an operating-system refusal (a
+full disk, permissions) into the same kind of message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from rankalign.errors import UserError
+
+
+def check_output_dir(path: str | os.PathLike[str], option: str, files: Iterable[str] = ()) -> Path:
+    """Check that ``path`` is, or can be created as, a writable folder.
+
+    Args:
+        path: the output folder.
+        option: how the user named it (``"--output-dir"``), used in the message.
+        files: names of the files the command writes inside the folder; none may be a folder.
+    Returns:
+        ``Path(path)``.
+    Raises:
+        UserError: ``path`` is a file; a parent of it is a file; the nearest existing folder
+            cannot be written (probed by creating a temporary file, which also holds for
+            root and read-only file systems); one of ``files`` is a folder.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{option} {str(p)!r} is a file, but a folder is expected: remove the file or "
+                        "choose another folder")
+    existing = _nearest_existing(p)
+    if not existing.is_dir():
+        raise UserError(f"{option} {str(p)!r} cannot be created: {str(existing)!r} is a file, not a folder; "
+                        "choose another location")
+    if not _can_create_in(existing):
+        raise UserError(f"{option} {str(p)!r} cannot be written: no permission to create files in "
+                        f"{str(existing)!r}; choose a writable location")
+    for name in files:
+        target = p / name
+        if target.is_dir():
+            raise UserError(f"{option} {str(p)!r}: {str(target)!r} is a folder, but a file is written there; "
+                            "remove it or choose another folder")
+    return p
+
+
+def _nearest_existing(p: Path) -> Path:
+    """``p`` or its closest existing ancestor (``.`` for a relative path whose parents are new)."""
+    p = Path(os.path.abspath(p))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _can_create_in(folder: Path) -> bool:
+    try:
+        fd, name = tempfile.mkstemp(prefix=".rankalign-write-check.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return True
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing under ``path`` into a one-line :class:`UserError`."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or path
+        raise UserError(f"could not write {str(where)!r}: {exc.strerror or exc}; free space or choose "
+                        "another output location") from None
