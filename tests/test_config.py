@@ -8,7 +8,7 @@ import pytest
 
 from rankalign.commands.train import parse_overrides
 from rankalign.errors import ConfigError, UserError
-from rankalign.losses import DEFAULTS
+from rankalign.losses import default_hparams
 from rankalign.training.config import (
     LEARNING_RATE_FULL,
     LEARNING_RATE_LORA,
@@ -24,7 +24,7 @@ def test_yaml_then_flags_flags_win(tmp_path: Path) -> None:
                  "learning_rate: 1e-4\nuse_lora: true\nlora_target_modules: [q_proj, v_proj]\n")
     c = load_config(y, {"beta": "0.25", "max-list-size": "3", "output_dir": str(tmp_path / "o")})
     assert c.method == "dpo_pl"
-    assert c.beta == 0.25  # the flag wins over the YAML
+    assert c.hparams == {"beta": 0.25}  # the flag wins over the YAML, typed
     assert c.max_length == 128 and c.max_list_size == 3
     assert c.learning_rate == 1e-4  # YAML's "1e-4" is a string for PyYAML; coerced to float
     assert c.use_lora is True and c.lora_target_modules == "q_proj,v_proj"
@@ -32,7 +32,8 @@ def test_yaml_then_flags_flags_win(tmp_path: Path) -> None:
 
 def test_defaults_come_from_one_place() -> None:
     c = ListwiseConfig(method="seadpra")
-    assert c.seadpra_alpha == DEFAULTS.seadpra_alpha and c.beta == DEFAULTS.beta
+    assert c.hparams == {} and c.hparam("seadpra_alpha") == default_hparams("seadpra")["seadpra_alpha"]
+    assert c.hparam("beta") == default_hparams("dpo_pl")["beta"]
     assert c.learning_rate == LEARNING_RATE_FULL
     assert ListwiseConfig(method="seadpra", use_lora=True).learning_rate == LEARNING_RATE_LORA
     assert c.report_to in ("none", ["none"], [])
@@ -52,7 +53,7 @@ def test_unknown_keys_yaml_and_flag_reported_together(tmp_path: Path) -> None:
     assert "2 configuration problems" in text
     assert f"{y}: unknown key 'max_lenght' (did you mean 'max_length'" in text
     assert "command line: unknown key 'lerning_rate' (did you mean 'learning_rate'" in text
-    assert "valid keys: " in text and "seadpra_alpha" in text
+    assert "valid keys: " in text and "seadpra_alpha" in text  # hyper-parameters are keys too
 
 
 def test_bad_values_are_named() -> None:
@@ -82,7 +83,32 @@ def test_missing_method_lists_choices() -> None:
 
 def test_bad_loss_hyper_parameter_reported() -> None:
     with pytest.raises(ConfigError, match="pro hyper-parameters"):
-        ListwiseConfig(method="pro", pro_sft_mode="median")
+        ListwiseConfig(method="pro", hparams={"pro_sft_mode": "median"})
+    with pytest.raises(ConfigError, match=r"pro_use_scores: cannot read 'maybe' as bool"):
+        load_config(None, {"method": "pro", "pro_use_scores": "maybe"})
+
+
+def test_a_hyper_parameter_reaches_only_its_own_method() -> None:
+    """Another method's hyper-parameter is an error naming the methods that take it, never
+    silently passed on; no config field ever reaches a loss."""
+    with pytest.raises(ConfigError, match=r"seadpra_alpha: a hyper-parameter of seadpra, not of dpo_pl"):
+        load_config(None, {"method": "dpo_pl", "seadpra_alpha": "0.1"})
+    with pytest.raises(ConfigError, match=r"hparams: unknown key 'gamma'"):
+        ListwiseConfig(method="dpo_pl", hparams={"gamma": 1.0})
+    c = load_config(None, {"method": "kto", "max_length": "64", "max_prompt_length": "32", "beta": "0.3"})
+    assert c.loss_hparams() == {"beta": 0.3}
+
+
+def test_saved_config_round_trips(tmp_path: Path) -> None:
+    """rankalign_config.json (TrainingArguments.to_json_string) loads back with its hparams."""
+    import json
+
+    c = load_config(None, {"method": "slic", "slic_delta": "2", "pair_mode": "pw", "output_dir": str(tmp_path)})
+    saved = json.loads(c.to_json_string())
+    keep = {k: saved[k] for k in ("method", "hparams", "output_dir", "max_length")}
+    y = tmp_path / "again.yaml"
+    y.write_text(json.dumps(keep))
+    assert load_config(y).hparams == {"slic_delta": 2.0, "pair_mode": "pw"}
 
 
 def test_missing_data_file(tmp_path: Path) -> None:

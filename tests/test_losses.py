@@ -1,4 +1,4 @@
-"""Tests of every registered loss (SPEC §5).
+"""Tests of every registered loss (formulas and papers: docs/methods.md).
 
 Each loss is checked against a naive pure-Python loop written from its paper's equation
 (``math.log``/``math.exp`` over lists, no torch), against values worked out by hand, for
@@ -10,7 +10,7 @@ loss automatically (and fail until it has a naive reference here).
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 from dataclasses import dataclass, replace
 
@@ -18,15 +18,15 @@ import pytest
 import torch
 
 from rankalign.losses import (
-    DEFAULTS,
+    Beta,
     ListLogps,
     ListwiseLoss,
-    LossHyperParams,
     available_losses,
     build_loss,
-    build_loss_from_config,
+    default_hparams,
     get_loss_class,
-    loss_parameters,
+    hparam,
+    hyperparameters,
     register_loss,
 )
 
@@ -281,7 +281,7 @@ CONFIGS: dict[str, list[dict]] = {
 
 def full_hparams(name: str, hp: dict) -> dict:
     """``hp`` completed with the defaults (what the naive references need)."""
-    return {p: hp.get(p, getattr(DEFAULTS, p)) for p in loss_parameters(name)}
+    return {**default_hparams(name), **hp}
 
 
 def naive_batch(name: str, batch: ListLogps, hp: dict) -> list[float]:
@@ -308,13 +308,16 @@ def test_every_method_is_registered() -> None:
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_defaults_come_from_hparams(name: str) -> None:
-    """Every hyper-parameter is a LossHyperParams field and defaults to DEFAULTS' value."""
-    sig = inspect.signature(get_loss_class(name).__init__)
-    fields_ = set(LossHyperParams.__dataclass_fields__)
-    for p in loss_parameters(name):
-        assert p in fields_, f"{name}: hyper-parameter {p!r} is not a LossHyperParams field"
-        assert sig.parameters[p].default == getattr(DEFAULTS, p)
+def test_defaults_come_from_the_declaration(name: str) -> None:
+    """A loss built without arguments holds its dataclass's defaults, and the flat namespace
+    lists every one of its hyper-parameters with that same default."""
+    loss = build_loss(name)
+    declared = {f.name: f.default for f in dataclasses.fields(get_loss_class(name).hyperparams)}
+    assert dataclasses.asdict(loss.hparams) == declared == default_hparams(name)
+    flat = hyperparameters()
+    for p, default in declared.items():
+        assert flat[p].default == default and name in flat[p].methods
+        assert flat[p].field.metadata["help"]
 
 
 def test_class_flags() -> None:
@@ -368,11 +371,37 @@ def test_bad_hyper_parameters_are_refused(name: str, kwargs: dict, match: str) -
         build_loss(name, **kwargs)
 
 
-def test_build_from_config_takes_only_own_fields() -> None:
-    cfg = replace(DEFAULTS, beta=0.42, ipo_tau=0.9)
-    assert build_loss_from_config("dpo_pl", cfg).beta == 0.42
-    assert build_loss_from_config("ipo", cfg).tau == 0.9
-    assert build_loss_from_config("kto", {"beta": 0.3, "unrelated": 1}).beta == 0.3
+def test_a_hyper_parameter_means_one_thing() -> None:
+    """Sharing a name needs the declaring dataclass; a second declaration, a changed default, a
+    config field's name, or a field without help is refused at registration."""
+
+    @dataclass
+    class OwnBeta:
+        beta: float = hparam(0.1, "another beta")
+
+    @dataclass
+    class LouderBeta(Beta):
+        beta: float = hparam(0.5, "beta with another default")
+
+    @dataclass
+    class Clash:
+        max_length: int = hparam(3, "clashes with the training config's max_length")
+
+    @dataclass
+    class NoHelp:
+        gamma: float = 1.0
+
+    for params, match in [(OwnBeta, "declared again by .*OwnBeta.*inherit Beta"),
+                          (LouderBeta, r"changes the default of Beta \(0.1 -> 0.5\)"),
+                          (Clash, "clashes with a field of ListwiseConfig"), (NoHelp, "no help text")]:
+        class Bad(ListwiseLoss):
+            hyperparams = params
+
+        import rankalign.training.config  # noqa: F401  (reserves the config's field names)
+
+        with pytest.raises(ValueError, match=match):
+            register_loss("throwaway_bad")(Bad)
+        assert "throwaway_bad" not in available_losses()
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -5,44 +5,91 @@
     rankalign train --method NAME --data FILE --output-dir DIR [--config run.yaml]
         [--model NAME_OR_PATH] [--key value | --key=value | --flag ...]
 
-Any field of :class:`rankalign.training.config.ListwiseConfig` can be given as
-``--key value`` (``-`` or ``_`` in the key); flags win over the YAML file; unknown keys are
-an error listing the valid ones. Multi-process: ``accelerate launch [--config_file
+Every field of :class:`rankalign.training.config.ListwiseConfig` (list-wise fields and all
+of ``transformers.TrainingArguments``) and every hyper-parameter of every registered method
+is a flag; ``rankalign train --help`` lists them, grouped, with defaults and help texts
+read from the dataclasses. Flags win over the YAML file; unknown keys are an error listing
+close matches and the valid ones. Multi-process: ``accelerate launch [--config_file
 configs/ddp.yaml] -m rankalign train ...`` or ``torchrun --nproc_per_node N -m rankalign train ...``.
+
+The full parser imports ``transformers`` (for ``TrainingArguments``), so it is built only
+when ``train`` runs or its help is asked for: ``rankalign --help`` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
-#: the flags declared explicitly (shown in --help); every other field is a free --key value
-_DECLARED = ("method", "data", "output_dir", "model")
+_DESCRIPTION = ("Fine-tune a causal LM on list-wise records with a registered method. Every option below "
+                "can also be set in a YAML file given by --config; flags win over the file. Keys may use "
+                "'-' or '_'. Method hyper-parameters are flat keys (--beta 0.2) and only the chosen method's "
+                "may be given.")
+
+
+class _FullHelp(argparse.Action):
+    """``-h``: print the help of the full, generated parser (built on demand)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: Any = None) -> None:
+        build_train_parser(prog=parser.prog).print_help()
+        parser.exit()
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``train`` parser; it accepts any ``--key value`` config override (see ``args.extra``)."""
+    """Add the ``train`` parser; its options are parsed in :func:`run` by the full parser."""
     parser = subparsers.add_parser(
-        "train", allow_abbrev=False, help="fine-tune a model with a list-wise method (SeAdpra, PRO, DPO-PL, ...)",
-        description="Fine-tune a causal LM on list-wise records. Besides the flags below, any config field "
-                    "works as --key value (see docs/training.md); flags override --config.",
+        "train", add_help=False, allow_abbrev=False,
+        help="fine-tune a model with a list-wise method (SeAdpra, PRO, DPO-PL, ...)", description=_DESCRIPTION,
     )
-    parser.add_argument("--config", dest="config_file", default=None, metavar="RUN.yaml",
-                        help="YAML file of config fields")
-    helps = {
-        "method": "training method (a registered loss: dpo_pl, seadpra, pro, ...)",
-        "data": "training records (.jsonl, .parquet or a datasets folder)",
-        "output_dir": "folder for checkpoints, the final model and train_log.jsonl",
-        "model": "policy model folder or hub name (default: offline SmolLM2-135M-Instruct)",
-    }
-    for name in _DECLARED:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=helps[name])
+    parser.add_argument("-h", "--help", action=_FullHelp, help="show every option, grouped, and exit")
     parser.set_defaults(func=run, accepts_extra=True)
+
+
+def build_train_parser(prog: str = "rankalign train") -> argparse.ArgumentParser:
+    """The full ``train`` parser, generated from :class:`ListwiseConfig` and the loss registry.
+
+    Groups: run, model, data (the list-wise fields), one group per set of method
+    hyper-parameters (titled with the methods that take them), then ``TrainingArguments``.
+    """
+    from rankalign.cli_fields import add_dataclass_fields, type_hints
+    from rankalign.losses import hyperparameters
+    from rankalign.training.config import GROUPS, ListwiseConfig, config_fields
+
+    parser = argparse.ArgumentParser(
+        prog=prog, description=_DESCRIPTION, allow_abbrev=False,
+        usage="%(prog)s --method NAME --data FILE --output-dir DIR [--config RUN.yaml] [--KEY VALUE ...]")
+    types = type_hints(ListwiseConfig)
+    fields = list(config_fields().values())
+    groups = {name: parser.add_argument_group(f"{name}: {title}") for name, title in GROUPS.items()}
+    groups["run"].add_argument("--config", dest="config_file", default=None, metavar="RUN.yaml",
+                               help="YAML file of options (any key below); flags win over it")
+    for name, group in groups.items():
+        add_dataclass_fields(group, [f for f in fields if f.metadata.get("group") == name], types=types)
+    by_owner: dict[type, list[Any]] = {}
+    for hp in hyperparameters().values():
+        by_owner.setdefault(hp.owner, []).append(hp)
+    for owner, hps in by_owner.items():
+        title = f"method hyper-parameters of {', '.join(hps[0].methods)}"
+        doc = (owner.__doc__ or "").strip().split("\n")[0].replace("``", "")
+        add_dataclass_fields(parser.add_argument_group(title, doc),
+                             [hp.field for hp in hps], types={hp.name: hp.annotation for hp in hps})
+    add_dataclass_fields(
+        parser.add_argument_group("training: transformers.TrainingArguments (optimiser, schedule, saving, logging, "
+                                  "distributed)"),
+        [f for f in fields if f.metadata.get("group") not in groups], types=types)
+    return parser
 
 
 def parse_overrides(extra: list[str]) -> dict[str, str]:
     """``['--lr', '1e-4', '--use-lora', '--x=y']`` -> ``{'lr': '1e-4', 'use_lora': 'true', 'x': 'y'}``.
+
+    Reads the arguments the generated parser did not know, so that an unknown key gets
+    :func:`~rankalign.training.config.load_config`'s message (close matches, valid keys).
 
     Raises:
         UserError: a value without a ``--key`` before it.
@@ -69,16 +116,24 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_train_args(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """``(config file, overrides)`` from the arguments after ``rankalign train``."""
+    from rankalign.cli_fields import given_values
+
+    parser = build_train_parser()
+    known, unknown = parser.parse_known_args(argv)
+    names = [a.dest for a in parser._actions if a.dest not in ("help", "config_file")]
+    overrides: dict[str, Any] = parse_overrides(unknown)
+    overrides.update(given_values(known, names))
+    return known.config_file, overrides
+
+
 def run(args: argparse.Namespace) -> int:
     from rankalign.training.config import load_config
     from rankalign.training.trainer import TRAIN_LOG, train
 
-    overrides: dict[str, Any] = parse_overrides(list(getattr(args, "extra", []) or []))
-    for name in _DECLARED:
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    config = load_config(args.config_file, overrides)
+    config_file, overrides = parse_train_args(list(getattr(args, "extra", []) or []))
+    config = load_config(config_file, overrides)
     result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         last = [r for r in result.log if r.get("type") == "train"]
@@ -88,4 +143,5 @@ def run(args: argparse.Namespace) -> int:
         kind = "adapter" if config.use_lora and not config.merge_lora else "model"
         print(f"{kind} written to {result.output_dir}")
         print(f"per-step log written to {os.path.join(result.output_dir, TRAIN_LOG)}")
+    sys.stdout.flush()
     return 0

@@ -1,22 +1,26 @@
-"""List-wise losses (SPEC §5), registered by name.
+"""List-wise losses, registered by name (formulas and papers: docs/methods.md).
 
 >>> from rankalign.losses import build_loss, available_losses
 >>> loss = build_loss("dpo_pl", beta=0.1)
 
 Each method is one module of this package; importing the package imports (and so
-registers) every module in it, so a new method is one new file plus one decorator line. Names are
+registers) every module in it, so a new method is one new file: a decorated class and, if it
+has hyper-parameters, their dataclass next to it (:mod:`rankalign.losses.params`). Names are
 case-insensitive and '-' equals '_' (``DPO-PL`` == ``dpo_pl``).
 """
 
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput, masked_mean
-from rankalign.losses.hparams import DEFAULTS, LossHyperParams
+from rankalign.losses.params import Beta, NoHyperParams, PairMode, hparam
 from rankalign.losses.registry import (
     available_losses,
     build_loss,
-    build_loss_from_config,
+    default_hparams,
     get_loss_class,
+    hyperparameters,
     loss_parameters,
     register_loss,
+    reserve_names,
+    unregister_loss,
 )
 
 
@@ -25,7 +29,7 @@ def _register_all() -> None:
     import importlib
     import pkgutil
 
-    infrastructure = {"base", "hparams", "registry"}
+    infrastructure = {"base", "params", "registry"}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.name not in infrastructure and not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
@@ -34,16 +38,21 @@ def _register_all() -> None:
 _register_all()
 
 __all__ = [
-    "DEFAULTS",
+    "Beta",
     "ListLogps",
     "ListwiseLoss",
-    "LossHyperParams",
     "LossOutput",
+    "NoHyperParams",
+    "PairMode",
     "available_losses",
     "build_loss",
-    "build_loss_from_config",
+    "default_hparams",
     "get_loss_class",
+    "hparam",
+    "hyperparameters",
     "loss_parameters",
     "masked_mean",
     "register_loss",
+    "reserve_names",
+    "unregister_loss",
 ]

@@ -86,7 +86,7 @@ def list_lengths(batch: ListLogps) -> Tensor:
 
 
 def list_labels(batch: ListLogps) -> Tensor:
-    """``[B, M]`` labels psi_i in storage order (SPEC §5).
+    """``[B, M]`` labels psi_i in storage order (docs/methods.md, labels).
 
     ``batch.scores`` when present, else ``batch.labels``, else ``n - position`` with n the
     list's own length (so padding a list does not change its labels).
@@ -159,7 +159,7 @@ def plackett_luce_nll(s: Tensor, smask: Tensor) -> Tensor:
     """``[B]`` Plackett-Luce negative log-likelihood of the best-first order of ``s`` ``[B, M]``.
 
     ``sum_{k=0}^{n-2} (logsumexp_{j >= k, j real} s_j - s_k)`` with n the list's length
-    (seed 000 eq. 24/27); padded positions never enter a sum.
+    (SeAdpra, arXiv:2502.12189, eq. 24/27); padded positions never enter a sum.
     """
     m = s.shape[1]
     idx = torch.arange(m, device=s.device)

@@ -8,8 +8,9 @@ result equals the mean over the global batch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -30,10 +31,10 @@ class ListLogps:
             first m entries are a permutation of ``0..m-1`` and the rest are ``m..M-1``.
         reference: ``[B, M]`` summed log-probs under the frozen reference model.
         scores: ``[B, M]`` explicit rewards (higher is better).
-        labels: ``[B, M]`` labels psi_i (SPEC §5: scores, else M - position).
+        labels: ``[B, M]`` labels psi_i (scores, else M - position; docs/methods.md, labels).
         apdf: ``[B, M, M]`` multi-APDF matrix Delta_M (SeAdpra), 0 at padded rows/columns.
         apdf_row_max: ``[B, M]`` SeAdpra's W_r per response, prod_k max_j delta_k(i, j) over
-            the single-attribute APDF matrices (seed 000 eq. 7); optional.
+            the single-attribute APDF matrices (SeAdpra, arXiv:2502.12189, eq. 7); optional.
         mismatched_policy / mismatched_reference: ``[B, M]`` log-probs of each response
             given another list's prompt (KTO's z0 estimate).
     """
@@ -52,7 +53,7 @@ class ListLogps:
 
     @property
     def avg(self) -> Tensor:
-        """``[B, M]`` mean token log-prob, logp(y)/|y| (seed 001 eq. 6, seed 000 eq. 12)."""
+        """``[B, M]`` mean token log-prob, logp(y)/|y| (PRO, arXiv:2306.17492, eq. 6; SeAdpra, arXiv:2502.12189, eq. 12)."""
         return self.policy / self.lengths.clamp(min=1).to(self.policy.dtype)
 
     @property
@@ -90,20 +91,37 @@ class LossOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class NoHyperParams:
+    """A loss without hyper-parameters."""
+
+
 class ListwiseLoss(nn.Module):
     """Base class: hyper-parameters in ``__init__``, tensors in ``forward``.
 
+    ``hyperparams`` is the dataclass of the loss's hyper-parameters (declared next to the
+    loss, see :mod:`rankalign.losses.params`); ``__init__`` takes them as keyword
+    arguments, fills the rest from their defaults and keeps them as ``self.hparams``.
     Class attributes say what the trainer has to provide; it checks them before loading
     any model.
     """
 
     name: ClassVar[str] = ""
+    hyperparams: ClassVar[type] = NoHyperParams
     needs_reference: ClassVar[bool] = False
     needs_scores: ClassVar[bool] = False
     needs_apdf: ClassVar[bool] = False
     needs_mismatched: ClassVar[bool] = False
-    #: the order the method trains on by default: "auto" (SPEC §5) or "dynamic" (SeAdpra)
+    #: the order the method trains on by default: "auto" (gold > scores > community, docs/methods.md) or "dynamic" (SeAdpra)
     default_order: ClassVar[str] = "auto"
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__()
+        valid = [f.name for f in dataclasses.fields(self.hyperparams)]
+        unknown = sorted(set(hparams) - set(valid))
+        if unknown:
+            raise ValueError(f"loss {self.name!r} got unknown hyper-parameter(s) {unknown}; valid: {valid}")
+        self.hparams = self.hyperparams(**hparams)
 
     def forward(self, batch: ListLogps) -> LossOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
 from rankalign.losses._util import (
@@ -14,15 +16,21 @@ from rankalign.losses._util import (
     sorted_rewards,
 )
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
-from rankalign.losses.hparams import DEFAULTS
+from rankalign.losses.params import Beta, PairMode
 from rankalign.losses.registry import register_loss
+
+
+@dataclass
+class DPOBTParams(Beta, PairMode):
+    """DPO-BT hyper-parameters: ``beta`` and ``pair_mode`` (both shared)."""
 
 
 @register_loss("dpo_bt")
 class DPOBTLoss(ListwiseLoss):
     """DPO (Bradley-Terry) on pairs formed from each list.
 
-    Paper: seed 000 eq. 23 (DPO); the pairs from a list follow seed 003 §5: ``'1vso'``
+    Paper: DPO (Rafailov et al., arXiv:2305.18290) eq. 7, as SeAdpra (arXiv:2502.12189)
+    eq. 23 writes it; the pairs from a list follow SPO (OpenReview Ek50sQQI1w) §5: ``'1vso'``
     (DPO-1vsO) pairs the best response with each other one, ``'pw'`` (DPO-pw) uses every
     ordered pair (w ranked above l).
 
@@ -37,11 +45,12 @@ class DPOBTLoss(ListwiseLoss):
     """
 
     needs_reference = True
+    hyperparams = DPOBTParams
 
-    def __init__(self, beta: float = DEFAULTS.beta, pair_mode: str = DEFAULTS.pair_mode) -> None:
-        super().__init__()
-        self.beta = check_positive("beta", beta)
-        self.pair_mode = check_pair_mode(pair_mode)
+    def __init__(self, **hparams: float | str) -> None:
+        super().__init__(**hparams)
+        self.beta = check_positive("beta", self.hparams.beta)
+        self.pair_mode = check_pair_mode(self.hparams.pair_mode)
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)
@@ -56,7 +65,8 @@ class DPOBTLoss(ListwiseLoss):
 class DPOPLLoss(ListwiseLoss):
     """DPO with the Plackett-Luce model over the whole list.
 
-    Paper: seed 000 App. C.2.1 eq. 27.
+    Paper: SeAdpra (Yang et al., arXiv:2502.12189) App. C.2.1 eq. 27, the Plackett-Luce form of
+    DPO (Rafailov et al., arXiv:2305.18290, App. A.3).
 
     Formula: ``s_i = beta * (logp_pi(y_i) - logp_ref(y_i))``, tau the target order
     (best first), n the list's length:
@@ -70,10 +80,11 @@ class DPOPLLoss(ListwiseLoss):
     """
 
     needs_reference = True
+    hyperparams = Beta
 
-    def __init__(self, beta: float = DEFAULTS.beta) -> None:
-        super().__init__()
-        self.beta = check_positive("beta", beta)
+    def __init__(self, **hparams: float) -> None:
+        super().__init__(**hparams)
+        self.beta = check_positive("beta", self.hparams.beta)
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)

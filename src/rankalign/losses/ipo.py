@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rankalign.losses._util import check_pair_mode, check_positive, clean, list_metrics, pair_mask, pair_mean
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
-from rankalign.losses.hparams import DEFAULTS
+from rankalign.losses.params import PairMode, hparam
 from rankalign.losses.registry import register_loss
+
+
+@dataclass
+class IPOParams(PairMode):
+    """IPO hyper-parameters: ``pair_mode`` (shared) and tau."""
+
+    ipo_tau: float = hparam(0.1, "IPO regularisation tau; the target margin is 1/(2 tau) (Azar et al., "
+                                 "arXiv:2310.12036, eq. 17).")
 
 
 @register_loss("ipo")
 class IPOLoss(ListwiseLoss):
-    """IPO squared loss (Azar et al. 2024 eq. 17; seed 003 baseline).
+    """IPO squared loss (Azar et al., arXiv:2310.12036, eq. 17; a baseline of SPO, OpenReview Ek50sQQI1w).
 
     Formula: ``h_wl = ratio(y_w) - ratio(y_l)``, ``ratio = logp_pi - logp_ref``;
     ``L = mean over pairs (w, l) of (h_wl - 1/(2 tau))^2``, pairs per ``pair_mode``.
@@ -24,10 +34,12 @@ class IPOLoss(ListwiseLoss):
 
     needs_reference = True
 
-    def __init__(self, ipo_tau: float = DEFAULTS.ipo_tau, pair_mode: str = DEFAULTS.pair_mode) -> None:
-        super().__init__()
-        self.tau = check_positive("ipo_tau", ipo_tau)
-        self.pair_mode = check_pair_mode(pair_mode)
+    hyperparams = IPOParams
+
+    def __init__(self, **hparams: float | str) -> None:
+        super().__init__(**hparams)
+        self.tau = check_positive("ipo_tau", self.hparams.ipo_tau)
+        self.pair_mode = check_pair_mode(self.hparams.pair_mode)
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)

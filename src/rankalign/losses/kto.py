@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rankalign.losses._util import check_nonnegative, check_positive, clean, list_lengths, list_metrics
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput, masked_mean
-from rankalign.losses.hparams import DEFAULTS
+from rankalign.losses.params import Beta, hparam
 from rankalign.losses.registry import register_loss
+
+
+@dataclass
+class KTOParams(Beta):
+    """KTO hyper-parameters: ``beta`` (shared) and the two class weights."""
+
+    kto_lambda_d: float = hparam(1.0, "KTO weight lambda_D of desirable responses (Ethayarajh et al., "
+                                      "arXiv:2402.01306, eq. 8).")
+    kto_lambda_u: float = hparam(1.0, "KTO weight lambda_U of undesirable responses.")
 
 
 @register_loss("kto")
 class KTOLoss(ListwiseLoss):
     """KTO with desirable/undesirable labels taken from the list's order.
 
-    Paper: Ethayarajh et al. 2024 eq. 7-8 (seed 003 baseline); SPEC §5.
+    Paper: KTO (Ethayarajh et al., arXiv:2402.01306) eq. 7-8, a baseline of SPO (OpenReview
+    Ek50sQQI1w); the list reading is the project's (docs/methods.md, KTO).
 
     Desirable responses: the top half of the target order, positions ``k < ceil(n/2)``
     (0-based, n the list's length; the middle response of an odd list is desirable, so
@@ -37,12 +49,13 @@ class KTOLoss(ListwiseLoss):
     needs_reference = True
     needs_mismatched = True
 
-    def __init__(self, beta: float = DEFAULTS.beta, kto_lambda_d: float = DEFAULTS.kto_lambda_d,
-                 kto_lambda_u: float = DEFAULTS.kto_lambda_u) -> None:
-        super().__init__()
-        self.beta = check_positive("beta", beta)
-        self.lambda_d = check_nonnegative("kto_lambda_d", kto_lambda_d)
-        self.lambda_u = check_nonnegative("kto_lambda_u", kto_lambda_u)
+    hyperparams = KTOParams
+
+    def __init__(self, **hparams: float) -> None:
+        super().__init__(**hparams)
+        self.beta = check_positive("beta", self.hparams.beta)
+        self.lambda_d = check_nonnegative("kto_lambda_d", self.hparams.kto_lambda_d)
+        self.lambda_u = check_nonnegative("kto_lambda_u", self.hparams.kto_lambda_u)
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)

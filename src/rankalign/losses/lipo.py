@@ -9,14 +9,14 @@ import torch.nn.functional as F
 
 from rankalign.losses._util import check_positive, clean, list_labels, list_metrics, sorted_rewards
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
-from rankalign.losses.hparams import DEFAULTS
+from rankalign.losses.params import Beta
 from rankalign.losses.registry import register_loss
 
 
 @register_loss("lipo")
 class LiPOLoss(ListwiseLoss):
-    """LiPO-lambda (Liu et al. 2024, "LiPO: Listwise Preference Optimization through
-    Learning-to-Rank", eq. 5-7; cited by seed 000).
+    """LiPO-lambda (Liu et al., "LiPO: Listwise Preference Optimization through Learning-to-Rank",
+    arXiv:2402.01878, eq. 5-7).
 
     Formula: ``s_i = beta * (logp_pi(y_i) - logp_ref(y_i))``; labels psi_i = scores, else
     ``batch.labels``, else ``n - position``; ``G_i = 2^psi_i - 1``;
@@ -35,9 +35,11 @@ class LiPOLoss(ListwiseLoss):
 
     needs_reference = True
 
-    def __init__(self, beta: float = DEFAULTS.beta) -> None:
-        super().__init__()
-        self.beta = check_positive("beta", beta)
+    hyperparams = Beta
+
+    def __init__(self, **hparams: float) -> None:
+        super().__init__(**hparams)
+        self.beta = check_positive("beta", self.hparams.beta)
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)

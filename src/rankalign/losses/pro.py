@@ -1,6 +1,8 @@
-"""PRO: Preference Ranking Optimisation (seed 001), as the official code computes it."""
+"""PRO: Preference Ranking Optimisation (Song et al., arXiv:2306.17492), as the official code computes it."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -13,18 +15,28 @@ from rankalign.losses._util import (
     stage_mask,
 )
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
-from rankalign.losses.hparams import DEFAULTS
+from rankalign.losses.params import hparam
 from rankalign.losses.registry import register_loss
 
 PRO_SFT_MODES = ("sum", "mean")
+
+
+@dataclass
+class PROParams:
+    """PRO hyper-parameters."""
+
+    pro_sft_weight: float = hparam(0.05, "PRO SFT coefficient; the term is weighted by this times (n-1)^2 "
+                                         "(Song et al., arXiv:2306.17492, §3.3).")
+    pro_sft_mode: str = hparam("sum", "PRO SFT term: 'sum' of token log-probs (official code) or 'mean' (token mean).")
+    pro_use_scores: bool = hparam(True, "PRO: use reward scores as dynamic temperature when the data has scores.")
 
 
 @register_loss("pro")
 class PROLoss(ListwiseLoss):
     """PRO one-to-N list-wise contrast plus an SFT term.
 
-    Paper: seed 001 eq. 4-9; behaviour of the official code (DAMO-ConvAI/PRO,
-    ``train/utils/process_manager.py``) per SPEC §5.
+    Paper: PRO (Song et al., arXiv:2306.17492) eq. 4-9; behaviour of the official code
+    (DAMO-ConvAI/PRO, ``train/utils/process_manager.py``), as docs/methods.md (PRO) explains.
 
     Formula, with ``a_i = avg(y_i)`` (mean token log-prob) in best-first order, n the
     list's length and, when reward scores r are used, gaps ``g_ki = r_k - r_i``:
@@ -45,10 +57,12 @@ class PROLoss(ListwiseLoss):
     log(sum(exp(z[k][i]) for i in range(k, n))) - z[k][k]; loss += w*(n-1)**2 * sft``.
     """
 
-    def __init__(self, pro_sft_weight: float = DEFAULTS.pro_sft_weight, pro_sft_mode: str = DEFAULTS.pro_sft_mode,
-                 pro_use_scores: bool = DEFAULTS.pro_use_scores) -> None:
-        super().__init__()
-        self.sft_weight = check_nonnegative("pro_sft_weight", pro_sft_weight)
+    hyperparams = PROParams
+
+    def __init__(self, **hparams: float | str | bool) -> None:
+        super().__init__(**hparams)
+        pro_sft_mode, pro_use_scores = self.hparams.pro_sft_mode, self.hparams.pro_use_scores
+        self.sft_weight = check_nonnegative("pro_sft_weight", self.hparams.pro_sft_weight)
         if pro_sft_mode not in PRO_SFT_MODES:
             raise ValueError(f"pro_sft_mode must be one of {list(PRO_SFT_MODES)} (got {pro_sft_mode!r}): "
                              "'sum' = summed token log-probs (official PRO code), 'mean' = token mean")

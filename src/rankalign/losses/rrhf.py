@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from rankalign.losses._util import check_nonnegative, clean, list_metrics, pair_mask
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
-from rankalign.losses.hparams import DEFAULTS
+from rankalign.losses.params import hparam
 from rankalign.losses.registry import register_loss
+
+
+@dataclass
+class RRHFParams:
+    """RRHF hyper-parameters."""
+
+    rrhf_weight: float = hparam(1.0, "RRHF weight of the ranking hinge term (Yuan et al., arXiv:2304.05302, eq. 4).")
+    rrhf_length_penalty: float = hparam(1.0, "RRHF length penalty: s(y) = logp(y) / |y|^length_penalty.")
 
 
 @register_loss("rrhf")
 class RRHFLoss(ListwiseLoss):
     """RRHF ranking loss plus SFT on the best response.
 
-    Paper: Yuan et al. 2023 eq. 2-4 (seed 000 baseline); official code GanjinZero/RRHF
+    Paper: RRHF (Yuan et al., arXiv:2304.05302) eq. 2-4 (a baseline of SeAdpra, arXiv:2502.12189);
+    official code GanjinZero/RRHF
     ``train.py`` (rrhf_weight 1, length_penalty 1, SFT on the best response).
 
     Formula: ``s(y) = logp(y) / |y|^length_penalty``;
@@ -31,13 +41,14 @@ class RRHFLoss(ListwiseLoss):
     loss = w * sum(max(0, s[j] - s[i]) for i < j) - policy[0] / len[0]``.
     """
 
-    def __init__(self, rrhf_weight: float = DEFAULTS.rrhf_weight,
-                 rrhf_length_penalty: float = DEFAULTS.rrhf_length_penalty) -> None:
-        super().__init__()
-        self.weight = check_nonnegative("rrhf_weight", rrhf_weight)
-        self.length_penalty = float(rrhf_length_penalty)
+    hyperparams = RRHFParams
+
+    def __init__(self, **hparams: float) -> None:
+        super().__init__(**hparams)
+        self.weight = check_nonnegative("rrhf_weight", self.hparams.rrhf_weight)
+        self.length_penalty = float(self.hparams.rrhf_length_penalty)
         if not math.isfinite(self.length_penalty):
-            raise ValueError(f"rrhf_length_penalty must be a finite number (got {rrhf_length_penalty!r})")
+            raise ValueError(f"rrhf_length_penalty must be a finite number (got {self.hparams.rrhf_length_penalty!r})")
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)

@@ -1,8 +1,12 @@
-"""SeAdpra: Self-supervised Attribute-aware Dynamic Preference Ranking Alignment (seed 000)."""
+"""SeAdpra: Self-supervised Attribute-aware Dynamic Preference Ranking Alignment.
+
+Paper: Yang, Zhao, Hu, Li, arXiv:2502.12189 (2025), called SeAdpra below.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -16,15 +20,24 @@ from rankalign.losses._util import (
     stage_mask,
 )
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
-from rankalign.losses.hparams import DEFAULTS
+from rankalign.losses.params import hparam
 from rankalign.losses.registry import register_loss
+
+
+@dataclass
+class SeAdpraParams:
+    """SeAdpra hyper-parameters."""
+
+    seadpra_alpha: float = hparam(0.01, "SeAdpra weight alpha of the Perceptual Alignment (SFT) term "
+                                        "(Yang et al., arXiv:2502.12189, eq. 13).")
+    weight_eps: float = hparam(1e-8, "SeAdpra: lower clamp of the APDF weights W_r, W_p before their log.")
 
 
 @register_loss("seadpra")
 class SeAdpraLoss(ListwiseLoss):
     """SeAdpra loss ``L = L_Pc + alpha * L_Pa`` on the dynamic ranking D^R.
 
-    Paper: seed 000 §2.3-2.4, eq. 6-13; SPEC §5 for the decisions below.
+    Paper: SeAdpra §2.3-2.4, eq. 6-13; docs/methods.md (SeAdpra) for the decisions below.
 
     ``batch.order`` is D^R (best first; the trainer supplies the dynamic ranking since
     ``default_order = "dynamic"``), ``batch.apdf`` the multi-APDF matrix Delta_M
@@ -60,11 +73,13 @@ class SeAdpraLoss(ListwiseLoss):
     needs_apdf = True
     default_order = "dynamic"
 
-    def __init__(self, seadpra_alpha: float = DEFAULTS.seadpra_alpha, weight_eps: float = DEFAULTS.weight_eps) -> None:
-        super().__init__()
-        self.alpha = check_nonnegative("seadpra_alpha", seadpra_alpha)
-        self.log_eps = math.log(check_positive("weight_eps", weight_eps))
-        self.weight_eps = float(weight_eps)
+    hyperparams = SeAdpraParams
+
+    def __init__(self, **hparams: float) -> None:
+        super().__init__(**hparams)
+        self.alpha = check_nonnegative("seadpra_alpha", self.hparams.seadpra_alpha)
+        self.weight_eps = check_positive("weight_eps", self.hparams.weight_eps)
+        self.log_eps = math.log(self.weight_eps)
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)

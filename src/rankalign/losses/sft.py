@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on the best response of each list (SPEC §5 "SFT")."""
+"""Supervised fine-tuning on the best response of each list (docs/methods.md, SFT)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from rankalign.losses.registry import register_loss
 class SFTLoss(ListwiseLoss):
     """Token-mean negative log-likelihood of the top-ranked response.
 
-    Paper: seed 000 eq. 6 (the Perceptual Alignment term, used alone as the SFT baseline).
+    Paper: SeAdpra (Yang et al., arXiv:2502.12189) eq. 6 (the Perceptual Alignment term, used alone
+    as the SFT baseline).
 
     Formula: ``L = -avg(y_1) = -logp(y_1) / |y_1|``, y_1 = the best response (``order[:, 0]``).
 
@@ -19,9 +20,6 @@ class SFTLoss(ListwiseLoss):
 
     Naive equivalent: ``for each list: best = order[0]; loss = -policy[best] / lengths[best]``.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)

