@@ -1,4 +1,4 @@
-"""The list-wise example (SPEC §2): one prompt, M >= 2 responses with attributes.
+"""The list-wise example (docs/methods.md#record, docs/data.md): one prompt, M >= 2 responses with attributes.
 
 Every loader converts its source into :class:`ListRecord`; every method reads only this
 shape. Validation happens on construction from a dict (:meth:`ListRecord.from_dict`) and
@@ -9,13 +9,14 @@ fix it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 #: top-level keys a record may carry; anything else is an error (typos must not pass).
 RECORD_KEYS = ("id", "prompt", "responses", "ranking", "scores", "meta", "dynamic_ranking", "apdf", "apdf_row_max")
-#: attribute keys with a fixed meaning (SPEC §2, §4).
+#: attribute keys with a fixed meaning (docs/methods.md#record, #attributes).
 NUMERIC_ATTRIBUTES = ("votes",)
 DATE_ATTRIBUTES = ("created",)
 #: flags read by :meth:`ListRecord.community_order`; a string "false" must not count as accepted.
@@ -71,7 +72,7 @@ class Response:
 
 @dataclass
 class ListRecord:
-    """One prompt with its list of candidate responses (SPEC §2).
+    """One prompt with its list of candidate responses (docs/methods.md#record).
 
     Attributes:
         id: record identifier (a StackExchange question Id, a tree id, ...).
@@ -83,7 +84,7 @@ class ListRecord:
         dynamic_ranking: the self-supervised SeAdpra order (written by ``rankalign rank``).
         apdf: the multi-APDF matrix (M x M) written by ``rankalign rank``.
         apdf_row_max: per response i, prod_k max_j delta_k(i, j) over the L single-attribute
-            APDF matrices (SeAdpra's W_r, seed 000 eq. 7), written by ``rankalign rank``.
+            APDF matrices (SeAdpra's W_r, Yang et al., arXiv:2502.12189, eq. 7), written by ``rankalign rank``.
     """
 
     id: str
@@ -105,7 +106,7 @@ class ListRecord:
         """Build and validate a record from its JSON form.
 
         Args:
-            data: a mapping in the SPEC §2 shape.
+            data: a mapping in the record shape (docs/data.md).
             where: how to name the record in errors (e.g. ``"train.jsonl line 12"``);
                 the record's id is added when present.
         Raises:
@@ -265,7 +266,7 @@ class ListRecord:
         return sorted(range(self.num_responses), key=key)
 
     def preference_order(self, source: str = "auto") -> list[int]:
-        """The order a method trains on (SPEC §5), best first.
+        """The order a method trains on (docs/methods.md#orders), best first.
 
         Args:
             source: ``"auto"`` — ``ranking`` when present, else descending ``scores``, else
@@ -300,15 +301,33 @@ class ListRecord:
         return list(range(m))
 
     def labels(self, order: list[int] | None = None) -> list[float]:
-        """Labels psi_i for LiPO/SPO/KTO (SPEC §5): scores when present, else M - position."""
-        if self.scores is not None:
-            return list(self.scores)
-        order = order if order is not None else self.preference_order()
-        m = self.num_responses
-        psi = [0.0] * m
-        for pos, idx in enumerate(order):
-            psi[idx] = float(m - pos)
-        return psi
+        """Labels psi_i for LiPO/SPO/KTO (docs/methods.md#labels): scores when present, else M - position.
+
+        ``order`` defaults to :meth:`preference_order`; the rule is :func:`order_labels`.
+        """
+        return order_labels(order if order is not None else self.preference_order(), self.scores)
+
+
+def order_labels(order: Sequence[int], scores: Sequence[float] | None = None) -> list[float]:
+    """Labels psi_i of one list, in storage order: ``scores`` when given, else ``M - position``.
+
+    The single owner of the label rule that LiPO (Liu et al., arXiv:2402.01878), SPO and KTO
+    (Ethayarajh et al., arXiv:2402.01306) read: ``psi[order[p]] = M - p`` for the 0-based
+    position p in the best-first ``order`` of M responses (the best gets M, the last 1).
+
+    Args:
+        order: best-first permutation of ``range(M)``.
+        scores: explicit rewards, one per response (higher is better), or None.
+    Returns:
+        ``[M]`` floats, index i = response i.
+    """
+    if scores is not None:
+        return [float(s) for s in scores]
+    m = len(order)
+    psi = [0.0] * m
+    for pos, idx in enumerate(order):
+        psi[idx] = float(m - pos)
+    return psi
 
 
 def pairwise_to_list(row: dict[str, Any], *, where: str = "row", index: int = 0) -> ListRecord:
