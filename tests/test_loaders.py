@@ -379,7 +379,8 @@ def test_registry_and_errors(tmp_path: Path) -> None:
     assert set(available_formats()) == set(LOADERS)
     with pytest.raises(UserError, match=r"unknown data format 'nope'.*oasst1"):
         load_dataset_file("nope", "x.jsonl")
-    with pytest.raises(UserError, match=r"unknown option\(s\) \['contxt'\] for format 'oasst1'"):
+    with pytest.raises(UserError, match=r"format 'oasst1': unknown key 'contxt' \(did you mean 'context'\?\); "
+                                        r"valid keys: context$"):
         load_dataset_file("oasst1", "x.jsonl", contxt="last")
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_dataset_file("oasst1", "/nonexistent/x.jsonl")

@@ -11,6 +11,7 @@ import pytest
 
 from rankalign.data.io import LoadReport, atomic_path, read_records, write_jsonl, write_records
 from rankalign.data.record import ListRecord, RecordError, pairwise_to_list, parse_datetime
+from rankalign.errors import UserError
 
 
 def _rec(**kw: Any) -> dict[str, Any]:
@@ -164,7 +165,7 @@ def test_read_errors(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"unsupported data file 'x\.csv'"):
         read_records(tmp_path / "x.csv")
-    with pytest.raises(ValueError, match=r"unsupported output 'x\.txt'"):
+    with pytest.raises(UserError, match=r"unsupported output 'x\.txt'"):
         write_records(_records(), tmp_path / "x.txt")
 
 
@@ -294,7 +295,7 @@ def test_datasets_folder_output_replaces_only_a_saved_dataset(tmp_path: Path) ->
     (foreign / "notes.txt").write_text("keep me", encoding="utf-8")
     (tmp_path / "plain").write_text("keep me too", encoding="utf-8")
     for target in (foreign, tmp_path / "plain"):
-        with pytest.raises(ValueError, match="exists and is not a saved datasets folder"):
+        with pytest.raises(UserError, match=r"exists and is a (folder|file), not a saved datasets folder"):
             write_records(recs, target)
     assert (foreign / "notes.txt").read_text(encoding="utf-8") == "keep me"
     assert (tmp_path / "plain").read_text(encoding="utf-8") == "keep me too"

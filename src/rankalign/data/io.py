@@ -1,7 +1,16 @@
 """Read and write list-wise records: JSON Lines, Parquet and Hugging Face ``datasets``.
 
-Writes are atomic: the output goes to a temporary file beside the target and is renamed
-into place only when complete, so a killed run never leaves a half-written file.
+Writes are atomic: the output goes to a temporary file beside the target, is flushed to
+disk and renamed into place only when complete, so a killed run never leaves a
+half-written file (a ``datasets`` folder is swapped in by two renames). Output paths are
+checked before anything is written (:func:`check_output_path`): a folder where a file is
+expected, a file where a folder is expected, or a folder that is not writable is a
+:class:`~rankalign.errors.UserError`, as is any error of the operating system while writing.
+
+Reads take JSON Lines and ``.json`` files plain or compressed with gzip, bzip2, xz or
+zstd (recognised by their first bytes; the format is the suffix before ``.gz``/``.bz2``/
+``.xz``/``.zst``), and stream them line by line. A truncated or corrupt compressed file is
+a one-line :class:`~rankalign.errors.UserError` naming the file and the last line read.
 
 Parquet / ``datasets`` layout: ``id``, ``prompt``, ``responses`` (list of
 ``{text, attributes}`` with ``attributes`` as a JSON string, since attribute sets differ
@@ -12,17 +21,21 @@ string), ``dynamic_ranking``, ``apdf``, ``apdf_row_max``.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import lzma
 import os
 import stat
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rankalign.data.record import ListRecord, RecordError
+from rankalign.errors import UserError
 
 
 @dataclass
@@ -64,11 +77,21 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         yield tmp_path
         # mkstemp creates the file 0600; give the output the mode a plain open() would
         os.chmod(tmp_path, _file_mode(target))
+        _fsync(tmp_path)  # the data is on disk before the name points at it
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush a written file to disk (a crash after the rename must not leave it empty)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _file_mode(target: Path) -> int:
@@ -184,20 +207,158 @@ def _validate_rows(
     return out
 
 
+# ------------------------------------------------------------------------------ reading inputs
+#: suffix -> compression read on the fly; the data format is the suffix before it
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd"}
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+_ARCHIVES = ((b"PK\x03\x04", "zip"), (b"7z\xbc\xaf\x27\x1c", "7z"), (b"Rar!", "rar"))
+_READABLE = ".jsonl, .json or .parquet (JSON plain or .gz/.bz2/.xz/.zst)"
+
+
+def data_suffix(path: str | os.PathLike[str]) -> str:
+    """The data format's suffix, lower case, looking through a compression suffix
+    (``a.jsonl.gz`` -> ``.jsonl``; ``a.gz`` -> ``""``)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    return Path(p.stem).suffix.lower() if suffix in COMPRESSIONS else suffix
+
+
+def sniff_compression(path: str | os.PathLike[str]) -> str | None:
+    """The compression of ``path`` from its first bytes (``"gzip"``, ``"bzip2"``, ``"xz"``,
+    ``"zstd"``), or ``None`` for an uncompressed file.
+
+    Raises:
+        UserError: the file cannot be opened, or is an archive (zip, 7z, rar) to extract first.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for magic, kind in _ARCHIVES:
+        if head.startswith(magic):
+            raise UserError(f"{Path(path).name} is a {kind} archive; extract it first "
+                            f"(inputs are {_READABLE}, or a datasets folder)")
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+
+
+class _ZstdReader(io.RawIOBase):
+    """A zstd stream (one or more frames) as a raw binary file; a stream that ends inside a
+    frame raises :class:`EOFError` (``zstandard``'s own reader returns the partial data)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard
+
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._pending = b""
+        self._started = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = self._raw.read(1 << 16)
+            if not chunk:
+                if self._started and not self._obj.eof:
+                    raise EOFError("zstd data ended inside a frame")
+                return 0
+            while chunk:
+                if self._obj.eof:  # the next frame of a multi-frame file
+                    self._obj = self._dctx.decompressobj()
+                self._started = True
+                self._pending += self._obj.decompress(chunk)
+                chunk = self._obj.unused_data if self._obj.eof else b""
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def _read_errors(compression: str | None) -> tuple[type[BaseException], ...]:
+    """The exceptions a decompressing read raises on truncated or corrupt data."""
+    errors: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, lzma.LZMAError)
+    if compression == "zstd":
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    return errors
+
+
+@contextlib.contextmanager
+def open_input(path: str | os.PathLike[str]) -> Iterator[tuple[IO[bytes], str | None]]:
+    """Open a file for binary reading, decompressing it on the fly when its first bytes say
+    it is gzip, bzip2, xz or zstd; yields ``(stream, compression or None)``.
+
+    Raises:
+        UserError: the file cannot be opened, or is an archive.
+    """
+    compression = sniff_compression(path)
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with raw:
+        if compression is None:
+            yield raw, None
+            return
+        if compression == "gzip":
+            import gzip
+
+            stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif compression == "bzip2":
+            import bz2
+
+            stream = bz2.BZ2File(raw, mode="rb")
+        elif compression == "xz":
+            stream = lzma.LZMAFile(raw, mode="rb")
+        else:
+            stream = io.BufferedReader(_ZstdReader(raw), buffer_size=1 << 16)
+        with stream:
+            yield stream, compression
+
+
+def _corrupt(path: Path, compression: str | None, after: str, exc: BaseException) -> UserError:
+    what = f"truncated or corrupt {compression} data" if compression else "a read error"
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    fix = f" (check it with `{_CHECK[compression]}`)" if compression in _CHECK else ""
+    return UserError(f"{path.name}: {what} {after}: {detail}{fix}")
+
+
+_CHECK = {"gzip": "gzip -t FILE", "bzip2": "bzip2 -t FILE", "xz": "xz -t FILE", "zstd": "zstd -t FILE"}
+
+
 def iter_jsonl(path: Path, *, on_error: str, report: LoadReport) -> Iterator[tuple[str, Any]]:
-    """Yield ``(where, row)`` for each non-blank line of a JSON Lines file (a BOM is allowed).
+    """Yield ``(where, row)`` for each non-blank line of a JSON Lines file (a BOM is allowed),
+    plain or compressed (see :func:`open_input`), line by line.
 
     An invalid line (bad JSON, or bytes that are not UTF-8) raises :class:`RecordError`
     (``on_error="raise"``) or is counted in ``report`` as "invalid JSON". Lines are decoded
     one by one, so one bad line names its number and does not end the read. A progress bar
     shows on a terminal.
+
+    Raises:
+        UserError: the file cannot be read, or its compressed data is truncated or corrupt
+            (whatever ``on_error`` says: the rest of the file is lost, not one line).
     """
     from tqdm.auto import tqdm
 
+    path = Path(path)
     # disable=None: the bar shows only when stderr is a terminal
-    with open(path, "rb") as fh, tqdm(desc=f"reading {path.name}", unit=" lines",
-                                      disable=None, leave=False) as bar:
-        for lineno, raw in enumerate(fh, 1):
+    with open_input(path) as (fh, compression), tqdm(desc=f"reading {path.name}", unit=" lines",
+                                                     disable=None, leave=False) as bar:
+        errors = _read_errors(compression)
+        lineno = 0
+        while True:
+            try:
+                raw = fh.readline()
+            except errors as exc:
+                raise _corrupt(path, compression, f"after line {lineno}", exc) from None
+            if not raw:
+                return
+            lineno += 1
             bar.update(1)
             if not raw.strip():
                 continue
@@ -215,10 +376,83 @@ def iter_jsonl(path: Path, *, on_error: str, report: LoadReport) -> Iterator[tup
             yield where, row
 
 
+def read_json_array(path: Path) -> list[Any] | None:
+    """The items of a ``.json`` file holding one JSON array, or ``None`` when the file is
+    JSON Lines instead (its first character is not ``[``; only the start is read then).
+
+    Raises:
+        RecordError: the array is not valid JSON or the file is not UTF-8.
+        UserError: the file cannot be read, or its compressed data is truncated or corrupt.
+    """
+    with open_input(path) as (fh, compression):
+        try:
+            head = b""
+            while not head.lstrip(b"\xef\xbb\xbf \t\r\n"):
+                chunk = fh.read(4096)
+                if not chunk:
+                    break
+                head += chunk
+            if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+                return None
+            data = head + fh.read()
+        except _read_errors(compression) as exc:
+            raise _corrupt(path, compression, "while reading", exc) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RecordError(path.name, "<json>", f"not UTF-8 text: {exc}", "save the file as UTF-8") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(path.name, "<json>", f"invalid JSON array: {exc}",
+                          "a .json file holds one JSON array of records, or one record per line") from None
+
+
+def parquet_file(path: Path) -> Any:
+    """``pyarrow.parquet.ParquetFile`` of ``path``.
+
+    Raises:
+        UserError: a compressed, corrupt or truncated Parquet file (one line, naming it).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if sniff_compression(path):
+        raise UserError(f"{path.name} is compressed; decompress it first (Parquet compresses its own columns)")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path.name}: not a readable Parquet file ({detail})") from None
+
+
+def iter_parquet_rows(path: Path, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+    """The rows of a Parquet file, one batch in memory at a time.
+
+    Raises:
+        UserError: the file is not readable Parquet (see :func:`parquet_file`), or a column
+            chunk is corrupt.
+    """
+    import pyarrow as pa
+
+    pf = parquet_file(path)
+    batches = pf.iter_batches(batch_size=batch_size)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{path.name}: corrupt Parquet data ({detail})") from None
+        yield from batch.to_pylist()
+
+
 def read_records(
     path: str | os.PathLike[str], *, on_error: str = "raise", report: LoadReport | None = None
 ) -> list[ListRecord]:
-    """Read list-wise records from ``.jsonl``/``.json``, ``.parquet`` or a ``datasets`` folder.
+    """Read list-wise records from ``.jsonl``/``.json`` (plain or compressed), ``.parquet``
+    or a ``datasets`` folder.
 
     Args:
         path: the file or folder.
@@ -228,6 +462,7 @@ def read_records(
     Raises:
         FileNotFoundError: the path does not exist.
         RecordError: an invalid record (``on_error="raise"``).
+        UserError: an unreadable, truncated or corrupt file.
         ValueError: an unsupported format.
     """
     p = Path(path)
@@ -237,33 +472,22 @@ def read_records(
         import datasets
 
         return dataset_to_records(datasets.load_from_disk(str(p)), on_error=on_error, report=report)
-    suffix = p.suffix.lower()
+    suffix = data_suffix(p)
     if suffix in (".jsonl", ".json"):
         if suffix == ".json":
-            try:
-                text = p.read_text(encoding="utf-8-sig").strip()
-            except UnicodeDecodeError as exc:
-                raise RecordError(p.name, "<json>", f"not UTF-8 text: {exc}", "save the file as UTF-8") from None
-            if text.startswith("["):
-                try:
-                    rows = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise RecordError(p.name, "<json>", f"invalid JSON array: {exc}",
-                                      "a .json file holds one JSON array of records, or one record per line") from None
+            rows = read_json_array(p)
+            if rows is not None:
                 return _validate_rows(((f"{p.name} item {i}", r) for i, r in enumerate(rows)),
                                       on_error=on_error, report=report)
         report = report if report is not None else LoadReport()
         rows_iter = iter_jsonl(p, on_error=on_error, report=report)
         return _validate_rows(rows_iter, on_error=on_error, report=report)
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(p)
         return _validate_rows(
-            ((f"{p.name} row {i}", r) for i, r in enumerate(table.to_pylist())),
+            ((f"{p.name} row {i}", r) for i, r in enumerate(iter_parquet_rows(p))),
             on_error=on_error, report=report, decode=True,
         )
-    raise ValueError(f"unsupported data file {p.name!r}: use .jsonl, .json, .parquet or a datasets folder")
+    raise ValueError(f"unsupported data file {p.name!r}: use {_READABLE}, or a datasets folder")
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -272,11 +496,59 @@ def _is_saved_dataset(path: Path) -> bool:
                                  for name in ("state.json", "dataset_info.json", "dataset_dict.json"))
 
 
+OUTPUT_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def check_output_path(path: str | os.PathLike[str]) -> None:
+    """Check that :func:`write_records` can write ``path``, before any work is done.
+
+    Raises:
+        UserError: an unsupported suffix; a folder where a ``.jsonl``/``.parquet`` file is
+            asked for; an existing file or unrelated folder where a ``datasets`` folder (a
+            name without suffix) is asked for; a parent that is a file; a folder that is
+            not writable.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix and suffix not in OUTPUT_SUFFIXES:
+        raise UserError(f"unsupported output {p.name!r}: use NAME.jsonl, NAME.parquet, "
+                        "or a folder name without suffix (a datasets folder)")
+    if suffix and p.is_dir():
+        raise UserError(f"output {str(p)!r} is a folder, but a {suffix} output is a file: name a file, "
+                        "or drop the suffix to write a datasets folder")
+    if not suffix and p.exists() and not _is_saved_dataset(p):
+        # never delete a file or a folder that is not an earlier output of ours
+        what = "a folder" if p.is_dir() else "a file"
+        raise UserError(f"output {str(p)!r} exists and is {what}, not a saved datasets folder; remove it, "
+                        "or name a new folder (or a .jsonl/.parquet file)")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {str(p)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {str(p)!r}: the folder {str(parent)!r} is not writable")
+
+
 def write_records(records: Iterable[ListRecord], path: str | os.PathLike[str]) -> int:
     """Write records atomically; the format follows the suffix (``.jsonl``/``.parquet``),
-    a path without suffix is written as a ``datasets`` folder (``save_to_disk``)."""
+    a path without suffix is written as a ``datasets`` folder (``save_to_disk``).
+
+    Raises:
+        UserError: the path cannot be written (see :func:`check_output_path`), or the
+            operating system refuses a write (a full disk, permissions); the old output, if
+            any, is left as it was.
+    """
     p = Path(path)
+    check_output_path(p)
     recs = list(records)
+    try:
+        return _write_records(recs, p)
+    except OSError as exc:
+        raise UserError(f"could not write {str(p)!r}: {exc.strerror or exc}") from None
+
+
+def _write_records(recs: list[ListRecord], p: Path) -> int:
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json"):
         return write_jsonl((r.to_dict() for r in recs), p)
@@ -288,29 +560,27 @@ def write_records(records: Iterable[ListRecord], path: str | os.PathLike[str]) -
         with atomic_path(p, ".parquet") as tmp:
             pq.write_table(table, tmp)
         return len(recs)
-    if suffix == "":
-        import shutil
+    import shutil
 
-        if p.exists() and not _is_saved_dataset(p):
-            # never delete a file or a folder that is not an earlier output of ours
-            raise ValueError(f"output {str(p)!r} exists and is not a saved datasets folder; "
-                             "remove it, or name a new folder (or a .jsonl/.parquet file)")
-        ds = records_to_dataset(recs)
-        tmp_dir = p.parent / f".{p.name}.tmp"
-        old_dir = p.parent / f".{p.name}.old"
-        for leftover in (tmp_dir, old_dir):
-            if leftover.exists():
-                shutil.rmtree(leftover)
-        try:
-            ds.save_to_disk(str(tmp_dir))
-            if p.exists():
-                os.replace(p, old_dir)  # swap by renames: p is never missing or half-written
-            os.replace(tmp_dir, p)
-        except BaseException:
-            if old_dir.exists() and not p.exists():
-                os.replace(old_dir, p)
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
+    ds = records_to_dataset(recs)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    # unique names beside the target: two writers never share a temporary folder
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+    old_dir: Path | None = None
+    try:
+        ds.save_to_disk(str(tmp_dir))
+        if p.exists():
+            old_dir = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".old", dir=p.parent))
+            os.replace(p, old_dir)  # onto the empty folder just made
+        # swap by two renames: p is missing only between them, and never half-written
+        os.replace(tmp_dir, p)
+    except BaseException:
+        if old_dir is not None and old_dir.exists() and not p.exists():
+            os.replace(old_dir, p)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if old_dir is not None:
+            shutil.rmtree(old_dir, ignore_errors=True)
+        raise
+    if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)
-        return len(recs)
-    raise ValueError(f"unsupported output {p.name!r}: use .jsonl, .parquet or a folder name without suffix")
+    return len(recs)

@@ -1,0 +1,73 @@
+"""Data sources: public preference data sets -> list-wise records, registered by format name.
+
+>>> from rankalign.data.sources import get_source, load_dataset_file
+>>> records = load_dataset_file("oasst1", "trees.jsonl", context="last")
+
+Each source is one module of this package: a loader function and an options dataclass,
+registered with :func:`register_source`. Importing the package imports (and so
+registers) every module in it, so a new source is one new module (or, outside the
+package, one decorated definition) and nothing else. ``rankalign data formats`` lists the
+sources and their options; ``rankalign data convert`` reads their options as flags.
+"""
+
+from rankalign.data.sources.base import (
+    Collector,
+    Skip,
+    Source,
+    convert_rows,
+    file_stem,
+    get_field,
+    iter_rows,
+    require_distinct,
+    row_number,
+    to_number,
+)
+from rankalign.data.sources.registry import (
+    SOURCES,
+    DataSource,
+    NoOptions,
+    available_formats,
+    available_sources,
+    get_source,
+    load_dataset_file,
+    option_choices,
+    register_source,
+    unregister_source,
+)
+
+
+def _register_all() -> None:
+    """Import every source module of this package so its ``@register_source`` runs."""
+    import importlib
+    import pkgutil
+
+    infrastructure = {"base", "registry"}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name not in infrastructure and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_all()
+
+__all__ = [
+    "SOURCES",
+    "Collector",
+    "DataSource",
+    "NoOptions",
+    "Skip",
+    "Source",
+    "available_formats",
+    "available_sources",
+    "convert_rows",
+    "file_stem",
+    "get_field",
+    "get_source",
+    "iter_rows",
+    "load_dataset_file",
+    "option_choices",
+    "register_source",
+    "require_distinct",
+    "row_number",
+    "to_number",
+    "unregister_source",
+]
