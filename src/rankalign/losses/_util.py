@@ -86,7 +86,7 @@ def list_lengths(batch: ListLogps) -> Tensor:
 
 
 def list_labels(batch: ListLogps) -> Tensor:
-    """``[B, M]`` labels psi_i in storage order (docs/methods.md, labels).
+    """``[B, M]`` labels psi_i in storage order (docs/methods.md#labels).
 
     ``batch.scores`` when present, else ``batch.labels``, else ``n - position`` with n the
     list's own length (so padding a list does not change its labels).

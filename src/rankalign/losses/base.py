@@ -31,7 +31,7 @@ class ListLogps:
             first m entries are a permutation of ``0..m-1`` and the rest are ``m..M-1``.
         reference: ``[B, M]`` summed log-probs under the frozen reference model.
         scores: ``[B, M]`` explicit rewards (higher is better).
-        labels: ``[B, M]`` labels psi_i (scores, else M - position; docs/methods.md, labels).
+        labels: ``[B, M]`` labels psi_i (scores, else M - position; docs/methods.md#labels).
         apdf: ``[B, M, M]`` multi-APDF matrix Delta_M (SeAdpra), 0 at padded rows/columns.
         apdf_row_max: ``[B, M]`` SeAdpra's W_r per response, prod_k max_j delta_k(i, j) over
             the single-attribute APDF matrices (SeAdpra, arXiv:2502.12189, eq. 7); optional.
@@ -112,7 +112,7 @@ class ListwiseLoss(nn.Module):
     needs_scores: ClassVar[bool] = False
     needs_apdf: ClassVar[bool] = False
     needs_mismatched: ClassVar[bool] = False
-    #: the order the method trains on by default: "auto" (gold > scores > community, docs/methods.md) or "dynamic" (SeAdpra)
+    #: the order the method trains on by default: "auto" (gold > scores > community, docs/methods.md#orders) or "dynamic" (SeAdpra)
     default_order: ClassVar[str] = "auto"
 
     def __init__(self, **hparams: Any) -> None:

@@ -26,7 +26,7 @@ class KTOLoss(ListwiseLoss):
     """KTO with desirable/undesirable labels taken from the list's order.
 
     Paper: KTO (Ethayarajh et al., arXiv:2402.01306) eq. 7-8, a baseline of SPO (OpenReview
-    Ek50sQQI1w); the list reading is the project's (docs/methods.md, KTO).
+    Ek50sQQI1w); the list reading is the project's (docs/methods.md#kto).
 
     Desirable responses: the top half of the target order, positions ``k < ceil(n/2)``
     (0-based, n the list's length; the middle response of an odd list is desirable, so

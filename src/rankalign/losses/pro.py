@@ -36,7 +36,7 @@ class PROLoss(ListwiseLoss):
     """PRO one-to-N list-wise contrast plus an SFT term.
 
     Paper: PRO (Song et al., arXiv:2306.17492) eq. 4-9; behaviour of the official code
-    (DAMO-ConvAI/PRO, ``train/utils/process_manager.py``), as docs/methods.md (PRO) explains.
+    (DAMO-ConvAI/PRO, ``train/utils/process_manager.py``), as docs/methods.md#pro explains.
 
     Formula, with ``a_i = avg(y_i)`` (mean token log-prob) in best-first order, n the
     list's length and, when reward scores r are used, gaps ``g_ki = r_k - r_i``:

@@ -37,7 +37,7 @@ class SeAdpraParams:
 class SeAdpraLoss(ListwiseLoss):
     """SeAdpra loss ``L = L_Pc + alpha * L_Pa`` on the dynamic ranking D^R.
 
-    Paper: SeAdpra §2.3-2.4, eq. 6-13; docs/methods.md (SeAdpra) for the decisions below.
+    Paper: SeAdpra §2.3-2.4, eq. 6-13; docs/methods.md#seadpra-loss for the decisions below.
 
     ``batch.order`` is D^R (best first; the trainer supplies the dynamic ranking since
     ``default_order = "dynamic"``), ``batch.apdf`` the multi-APDF matrix Delta_M

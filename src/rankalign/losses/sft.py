@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on the best response of each list (docs/methods.md, SFT)."""
+"""Supervised fine-tuning on the best response of each list (docs/methods.md#sft)."""
 
 from __future__ import annotations
 

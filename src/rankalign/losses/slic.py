@@ -32,7 +32,7 @@ class SLiCLoss(ListwiseLoss):
     """SLiC rank-calibration loss on pairs from the list (Zhao et al., arXiv:2305.10425; a baseline of
     SeAdpra, arXiv:2502.12189).
 
-    Formula (docs/methods.md, SLiC): ``L = mean over pairs (w, l) of max(0, delta - logp(y_w) + logp(y_l))
+    Formula (docs/methods.md#slic): ``L = mean over pairs (w, l) of max(0, delta - logp(y_w) + logp(y_l))
     + lambda * NLL(y_1)``, logp = summed token log-probs, NLL = token-mean negative
     log-likelihood of the best response y_1 (the regularisation target). Pairs per
     ``pair_mode`` ('1vso' best vs each other, 'pw' all ordered pairs), averaged.
