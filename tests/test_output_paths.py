@@ -71,3 +71,29 @@ def test_a_refused_write_is_a_one_line_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"could not write '/x/metrics.json': No space left on device; free space"):
         with writing(tmp_path):
             raise OSError(28, "No space left on device", "/x/metrics.json")
+
+
+@pytest.mark.parametrize("case", ["file_for_folder", "parent_is_file", "folder_for_file", "model_is_a_file"])
+def test_demo_bad_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                             case: str) -> None:
+    def no_work(*a: object, **k: object) -> None:
+        raise AssertionError("the demo started working before checking its output folder")
+
+    monkeypatch.setattr("rankalign.commands.demo.load_demo_records", no_work)
+    if case == "model_is_a_file":
+        out = tmp_path / "demo"
+        (out / "model").parent.mkdir()
+        (out / "model").write_text("x")
+        message = f"--output-dir '{out / 'model'}' is a file, but a folder is expected"
+    else:
+        out, message = _cases(tmp_path)[case]
+    rc, err = _run(["demo", "--output-dir", str(out), "--quiet"], capsys)
+    assert rc == 2 and err.count("\n") == 0 and err.startswith("rankalign demo: error: --output-dir '")
+    assert message in err
+
+
+@needs_proc
+def test_demo_unwritable_output_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = _run(["demo", "--output-dir", str(UNWRITABLE), "--quiet"], capsys)
+    assert rc == 2 and err.count("\n") == 0
+    assert f"--output-dir '{UNWRITABLE}' cannot be written" in err

@@ -34,6 +34,8 @@ DEFAULT_STEPS = 40
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_LEARNING_RATE = 3e-4
 DEMO_RESOURCE = "resources/coqa_demo.jsonl"
+#: the files the demo writes into its output folder (the trained model goes to model/)
+OUTPUT_FILES = ("metrics.json", "report.md", "generations_before.jsonl", "generations_after.jsonl")
 
 
 def register(subparsers: Any) -> None:
@@ -141,34 +143,125 @@ def run_demo(
         max_length: tokens of prompt + response during training.
         show_progress: progress bars.
     """
-    from rankalign.data.io import write_jsonl
-    from rankalign.evaluation.evaluate import evaluate_model, make_embed_fn
-    from rankalign.evaluation.metrics import order_agreement
-    from rankalign.evaluation.report import write_json, write_text
-    from rankalign.ranking.rank import RankingConfig, rank_records
+    from rankalign.evaluation.evaluate import make_embed_fn
 
     _check(steps, max_new_tokens, method, num_beams, learning_rate)
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError([f"--output-dir {out} exists and is not a folder"])
-    from rankalign.training import load_config, train
-
+    out = _check_output_dir(output_dir)
     # the training config is checked before any ranking, model load or generation
-    config = load_config(None, {
+    config = _train_config(out, method=method, steps=steps, max_length=max_length, learning_rate=learning_rate,
+                           show_progress=show_progress)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    _stage("1/5 loading the shipped CoQA sample")
+    records, train_recs, test_recs = _load_and_split(records)
+    _stage("2/5 self-supervised dynamic ranking (semantic + popularity APDF)")
+    with _timed(timings, "ranking"):
+        encoder = encoder if encoder is not None else _load_encoder(embedding_model)
+        agreement = _rank_and_compare(records, encoder, show_progress)
+    gen = {"embed_fn": make_embed_fn(encoder), "ks": ks, "max_new_tokens": max_new_tokens, "num_beams": num_beams,
+           "show_progress": show_progress}
+    before, result, after = _train_between_generations(config, train_recs, test_recs, (model, tokenizer),
+                                                       model_name, gen, timings)
+    timings["total"] = time.perf_counter() - t_start
+    summary = _summary(before, after, result, n_train=len(train_recs), n_test=len(test_recs), agreement=agreement,
+                       train={"method": method, "steps": steps, "learning_rate": learning_rate,
+                              "max_length": max_length, "lora_r": config.lora_r},
+                       generation={"max_new_tokens": max_new_tokens, "num_beams": num_beams},
+                       model_name=model_name, embedding_model=embedding_model, timings=timings)
+    _write_outputs(out, test_recs, before, after, summary)
+    print(f"\nwrote {out / 'metrics.json'} and {out / 'report.md'}; model in {out / 'model'} "
+          f"(total {timings['total']:.0f} s)", file=sys.stderr)
+    return summary
+
+
+def _train_between_generations(config: Any, train_recs: list[Any], test_recs: list[Any], policy: tuple[Any, Any],
+                               model_name: str | None, gen: dict[str, Any], timings: dict[str, float]
+                               ) -> tuple[Any, Any, Any]:
+    """Stages 3-5: generate with the base policy, train it, generate again.
+
+    Args:
+        policy: ``(model, tokenizer)`` already loaded, or ``(None, None)`` to load ``model_name``.
+        gen: keyword arguments of :func:`~rankalign.evaluation.evaluate.evaluate_model` (embed_fn, ks, ...).
+    Returns:
+        ``(before, train result, after)``; ``timings`` gets load_model, generate_before, train, generate_after.
+    """
+    from rankalign.evaluation.evaluate import evaluate_model
+    from rankalign.training import train
+
+    model, tokenizer = policy
+    _stage(f"3/5 generating answers to {len(test_recs)} test questions with the base model")
+    with _timed(timings, "load_model"):
+        if model is None or tokenizer is None:
+            model, tokenizer = _load_policy(model_name)
+    with _timed(timings, "generate_before"):
+        before = evaluate_model(model, tokenizer, test_recs, **gen)
+    _stage(f"4/5 {config.method} LoRA fine-tuning: {config.max_steps} steps on {len(train_recs)} lists")
+    with _timed(timings, "train"):
+        result = train(config, train_recs, model=model, tokenizer=tokenizer)
+    _stage("5/5 generating again with the trained model")
+    with _timed(timings, "generate_after"):
+        after = evaluate_model(result.model, result.tokenizer, test_recs, **gen)
+    return before, result, after
+
+
+def _summary(before: Any, after: Any, result: Any, *, n_train: int, n_test: int, agreement: dict[str, Any],
+             train: dict[str, Any], generation: dict[str, Any], model_name: str | None,
+             embedding_model: str | None, timings: dict[str, float]) -> dict[str, Any]:
+    """What ``metrics.json`` holds (and :func:`demo_report` reads)."""
+    return {
+        "before": before.metrics,
+        "after": after.metrics,
+        "before_extra": before.extra,
+        "after_extra": after.extra,
+        "num_test_questions": n_test,
+        "num_train_lists": n_train,
+        "ranking_agreement": agreement,
+        "train": {**train, "runtime_s": result.train_runtime_s, "loss_curve": _loss_curve(result.log),
+                  "truncation": result.truncation},
+        "generation": generation,
+        "model": model_name or "SmolLM2-135M-Instruct (offline default)",
+        "embedding_model": embedding_model or "all-MiniLM-L6-v2 (offline default)",
+        "timings_s": timings,
+    }
+
+
+def _stage(name: str) -> None:
+    print(f"\n== {name}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the seconds the block took as ``timings[name]`` (when it succeeds)."""
+    t0 = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - t0
+
+
+def _check_output_dir(output_dir: str | Path) -> Path:
+    """The output folder, checked before any work: writable, and no output file or model/ in the way."""
+    from rankalign.outputs import check_output_dir
+
+    out = check_output_dir(output_dir, "--output-dir", OUTPUT_FILES)
+    check_output_dir(out / "model", "--output-dir", ("rankalign_config.json", "train_log.jsonl"))
+    return out
+
+
+def _train_config(out: Path, *, method: str, steps: int, max_length: int, learning_rate: float,
+                  show_progress: bool) -> Any:
+    """The demo's training config: LoRA, one list per step, constant learning rate, no checkpoints."""
+    from rankalign.training import load_config
+
+    return load_config(None, {
         "method": method, "output_dir": str(out / "model"), "max_steps": steps, "use_lora": True,
         "max_length": max_length, "max_prompt_length": max_length // 2, "per_device_train_batch_size": 1,
         "gradient_accumulation_steps": 1, "learning_rate": learning_rate, "warmup_steps": 0,
         "lr_scheduler_type": "constant", "logging_steps": 1, "save_strategy": "no",
         "seed": 0, "disable_tqdm": not show_progress,
     })
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
 
-    def stage(name: str) -> None:
-        print(f"\n== {name}", file=sys.stderr, flush=True)
 
-    # 1. data
-    stage("1/5 loading the shipped CoQA sample")
+def _load_and_split(records: list[Any] | None) -> tuple[list[Any], list[Any], list[Any]]:
+    """``(all, train, test)``: ``records`` (default: the shipped sample) split by ``meta.split``."""
     records = list(records) if records is not None else load_demo_records()
     train_recs, test_recs = split_records(records)
     if not train_recs or not test_recs:
@@ -176,137 +269,133 @@ def run_demo(
                            f"and {len(test_recs)} test"])
     print(f"{len(records)} lists: {len(train_recs)} train, {len(test_recs)} test "
           f"({sum(r.num_responses for r in records)} answers)", file=sys.stderr)
+    return records, train_recs, test_recs
 
-    # 2. self-supervised ranking vs the community order
-    stage("2/5 self-supervised dynamic ranking (semantic + popularity APDF)")
-    t0 = time.perf_counter()
-    if encoder is None:
-        from rankalign.ranking.embeddings import load_embedder
 
-        encoder = load_embedder(embedding_model)
+def _load_encoder(embedding_model: str | None) -> Any:
+    from rankalign.ranking.embeddings import load_embedder
+
+    return load_embedder(embedding_model)
+
+
+def _load_policy(model_name: str | None) -> tuple[Any, Any]:
+    from rankalign.training.models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(model_name)
+
+
+def _rank_and_compare(records: list[Any], encoder: Any, show_progress: bool) -> dict[str, Any]:
+    """Write the SeAdpra dynamic ranking into ``records`` and compare it with the community order.
+
+    Returns:
+        ``{"dynamic_vs_community": ..., "input_order_vs_community": ...}`` (Kendall tau, top-1;
+        the input order is the reference a ranking has to beat).
+    """
+    from rankalign.evaluation.metrics import order_agreement
+    from rankalign.ranking.rank import RankingConfig, rank_records
+
     rank_records(records, RankingConfig(attributes=("semantic", "popularity")), encoder=encoder,
                  show_progress=show_progress)
-    agreement = order_agreement([r.dynamic_ranking for r in records], [r.community_order() for r in records])
-    inputs = order_agreement([list(range(r.num_responses)) for r in records],
-                             [r.community_order() for r in records])
+    community = [r.community_order() for r in records]
+    agreement = order_agreement([r.dynamic_ranking for r in records], community)
+    inputs = order_agreement([list(range(r.num_responses)) for r in records], community)
     print(f"agreement with the community order over {agreement['lists']} lists: Kendall tau "
           f"{agreement['kendall_tau']:.3f}, top-1 {agreement['top1']:.3f} (input order: tau "
           f"{inputs['kendall_tau']:.3f}, top-1 {inputs['top1']:.3f})", file=sys.stderr)
-    timings["ranking"] = time.perf_counter() - t0
-    embed_fn = make_embed_fn(encoder)
+    return {"dynamic_vs_community": agreement, "input_order_vs_community": inputs}
 
-    # 3. before
-    stage(f"3/5 generating answers to {len(test_recs)} test questions with the base model")
-    t0 = time.perf_counter()
-    if model is None or tokenizer is None:
-        from rankalign.training.models import load_model_and_tokenizer
 
-        model, tokenizer = load_model_and_tokenizer(model_name)
-    timings["load_model"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    before = evaluate_model(model, tokenizer, test_recs, embed_fn, ks=ks, max_new_tokens=max_new_tokens,
-                            num_beams=num_beams, show_progress=show_progress)
-    timings["generate_before"] = time.perf_counter() - t0
+def _write_outputs(out: Path, test_recs: list[Any], before: Any, after: Any, summary: dict[str, Any]) -> None:
+    """generations_{before,after}.jsonl, metrics.json and report.md, each written atomically."""
+    from rankalign.data.io import write_jsonl
+    from rankalign.evaluation.report import write_json, write_text
+    from rankalign.outputs import writing
 
-    # 4. train
-    stage(f"4/5 {method} LoRA fine-tuning: {steps} steps on {len(train_recs)} lists")
-    t0 = time.perf_counter()
-    result = train(config, train_recs, model=model, tokenizer=tokenizer)
-    timings["train"] = time.perf_counter() - t0
-    curve = _loss_curve(result.log)
-
-    # 5. after
-    stage("5/5 generating again with the trained model")
-    t0 = time.perf_counter()
-    after = evaluate_model(result.model, result.tokenizer, test_recs, embed_fn, ks=ks,
-                           max_new_tokens=max_new_tokens, num_beams=num_beams, show_progress=show_progress)
-    timings["generate_after"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
-
-    summary: dict[str, Any] = {
-        "before": before.metrics,
-        "after": after.metrics,
-        "before_extra": before.extra,
-        "after_extra": after.extra,
-        "num_test_questions": len(test_recs),
-        "num_train_lists": len(train_recs),
-        "ranking_agreement": {"dynamic_vs_community": agreement, "input_order_vs_community": inputs},
-        "train": {"method": method, "steps": steps, "learning_rate": learning_rate, "max_length": max_length,
-                  "lora_r": config.lora_r, "runtime_s": result.train_runtime_s, "loss_curve": curve,
-                  "truncation": result.truncation},
-        "generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams},
-        "model": model_name or "SmolLM2-135M-Instruct (offline default)",
-        "embedding_model": embedding_model or "all-MiniLM-L6-v2 (offline default)",
-        "timings_s": timings,
-    }
-    out.mkdir(parents=True, exist_ok=True)
     prompts = {r.id: r.prompt for r in test_recs}
-    for name, res in (("before", before), ("after", after)):
-        write_jsonl(({"id": ex["id"], "prompt": prompts[ex["id"]], **{k: v for k, v in ex.items() if k != "id"}}
-                     for ex in res.examples), out / f"generations_{name}.jsonl")
-    write_json(summary, out / "metrics.json")
-    write_text(demo_report(summary), out / "report.md")
-    print(f"\nwrote {out / 'metrics.json'} and {out / 'report.md'}; model in {out / 'model'} "
-          f"(total {timings['total']:.0f} s)", file=sys.stderr)
-    return summary
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        for name, res in (("before", before), ("after", after)):
+            write_jsonl(({"id": ex["id"], "prompt": prompts[ex["id"]],
+                          **{k: v for k, v in ex.items() if k != "id"}} for ex in res.examples),
+                        out / f"generations_{name}.jsonl")
+        write_json(summary, out / "metrics.json")
+        write_text(demo_report(summary), out / "report.md")
 
 
 def demo_report(summary: dict[str, Any]) -> str:
     """The short Markdown report of a demo run."""
-    from rankalign.evaluation.report import comparison_table, fmt_number, markdown_table
-
-    agr = summary["ranking_agreement"]["dynamic_vs_community"]
-    inp = summary["ranking_agreement"]["input_order_vs_community"]
     tr = summary["train"]
-    curve = tr["loss_curve"]
     lines = [
         f"# rankalign demo: {tr['method']} on the shipped CoQA sample",
-        "",
-        "## Setup",
-        "",
-        markdown_table(["item", "value"], [
-            ("data", f"rankalign/resources/coqa_demo.jsonl: {summary['num_train_lists']} training lists, "
-                     f"{summary['num_test_questions']} held-out test questions (meta.split)"),
-            ("policy", summary["model"]),
-            ("embedder", summary["embedding_model"]),
-            ("training", f"{tr['method']}, LoRA r={tr['lora_r']}, {tr['steps']} steps of one list, "
-                         f"lr {tr['learning_rate']}, max_length {tr['max_length']}"),
-            ("generation", f"max_new_tokens {summary['generation']['max_new_tokens']}, "
-                           f"num_beams {summary['generation']['num_beams']}"),
-        ]),
-        "",
-        "## Self-supervised ranking vs the community order",
-        "",
-        markdown_table(["order", "lists", "Kendall tau (mean)", "top-1 agreement"], [
-            ("SeAdpra dynamic ranking (semantic + popularity)", agr["lists"], fmt_number(agr["kendall_tau"], 3),
-             fmt_number(agr["top1"], 3)),
-            ("input order (reference)", inp["lists"], fmt_number(inp["kendall_tau"], 3),
-             fmt_number(inp["top1"], 3)),
-        ]),
-        "",
-        "## Before vs after training (test questions)",
-        "",
-        comparison_table(summary["before"], summary["after"]),
-        "",
-        f"Corpus BLEU: before {fmt_number(summary['before_extra'].get('corpus_BLEU'))}, "
-        f"after {fmt_number(summary['after_extra'].get('corpus_BLEU'))}.",
-        "",
-        "## Training loss",
-        "",
+        *_report_setup(summary),
+        *_report_ranking(summary["ranking_agreement"]),
+        *_report_results(summary),
+        *_report_loss(tr["loss_curve"]),
+        *_report_timings_and_caveat(summary),
     ]
-    if curve:
-        first = curve[: min(5, len(curve))]
-        last = curve[-min(5, len(curve)):]
-        mean_first = sum(v for _, v in first) / len(first)
-        mean_last = sum(v for _, v in last) / len(last)
-        lines.append(f"{len(curve)} logged steps; mean loss of the first {len(first)}: {mean_first:.4f}, "
-                     f"of the last {len(last)}: {mean_last:.4f}.")
-        lines.append("")
-        step = max(1, len(curve) // 10)
-        lines.append(markdown_table(["step", "loss"], [(s, f"{v:.4f}") for s, v in curve[::step]]))
-    else:
-        lines.append("(no loss was logged)")
-    lines += [
+    return "\n".join(lines) + "\n"
+
+
+def _report_setup(summary: dict[str, Any]) -> list[str]:
+    from rankalign.evaluation.report import markdown_table
+
+    tr = summary["train"]
+    return ["", "## Setup", "", markdown_table(["item", "value"], [
+        ("data", f"rankalign/resources/coqa_demo.jsonl: {summary['num_train_lists']} training lists, "
+                 f"{summary['num_test_questions']} held-out test questions (meta.split)"),
+        ("policy", summary["model"]),
+        ("embedder", summary["embedding_model"]),
+        ("training", f"{tr['method']}, LoRA r={tr['lora_r']}, {tr['steps']} steps of one list, "
+                     f"lr {tr['learning_rate']}, max_length {tr['max_length']}"),
+        ("generation", f"max_new_tokens {summary['generation']['max_new_tokens']}, "
+                       f"num_beams {summary['generation']['num_beams']}"),
+    ])]
+
+
+def _report_ranking(agreement: dict[str, Any]) -> list[str]:
+    from rankalign.evaluation.report import fmt_number, markdown_table
+
+    agr, inp = agreement["dynamic_vs_community"], agreement["input_order_vs_community"]
+    return ["", "## Self-supervised ranking vs the community order", "",
+            markdown_table(["order", "lists", "Kendall tau (mean)", "top-1 agreement"], [
+                ("SeAdpra dynamic ranking (semantic + popularity)", agr["lists"], fmt_number(agr["kendall_tau"], 3),
+                 fmt_number(agr["top1"], 3)),
+                ("input order (reference)", inp["lists"], fmt_number(inp["kendall_tau"], 3),
+                 fmt_number(inp["top1"], 3)),
+            ])]
+
+
+def _report_results(summary: dict[str, Any]) -> list[str]:
+    from rankalign.evaluation.report import comparison_table, fmt_number
+
+    return ["", "## Before vs after training (test questions)", "",
+            comparison_table(summary["before"], summary["after"]), "",
+            f"Corpus BLEU: before {fmt_number(summary['before_extra'].get('corpus_BLEU'))}, "
+            f"after {fmt_number(summary['after_extra'].get('corpus_BLEU'))}."]
+
+
+def _report_loss(curve: list[tuple[int, float]]) -> list[str]:
+    from rankalign.evaluation.report import markdown_table
+
+    lines = ["", "## Training loss", ""]
+    if not curve:
+        return [*lines, "(no loss was logged)"]
+    first = curve[: min(5, len(curve))]
+    last = curve[-min(5, len(curve)):]
+    mean_first = sum(v for _, v in first) / len(first)
+    mean_last = sum(v for _, v in last) / len(last)
+    step = max(1, len(curve) // 10)
+    return [*lines,
+            f"{len(curve)} logged steps; mean loss of the first {len(first)}: {mean_first:.4f}, "
+            f"of the last {len(last)}: {mean_last:.4f}.", "",
+            markdown_table(["step", "loss"], [(s, f"{v:.4f}") for s, v in curve[::step]])]
+
+
+def _report_timings_and_caveat(summary: dict[str, Any]) -> list[str]:
+    from rankalign.evaluation.report import markdown_table
+
+    tr = summary["train"]
+    return [
         "",
         "## Timings (seconds)",
         "",
@@ -319,7 +408,6 @@ def demo_report(summary: dict[str, Any]) -> str:
         "between before and after of this size is not evidence either way; the paper's experiments use "
         "thousands of lists and a 7B model. The run shows that every stage works end to end.",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
