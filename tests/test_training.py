@@ -336,3 +336,58 @@ def test_lora_reference_is_deterministic_even_with_dropout(tmp_path: Path) -> No
         a = trainer.build_list_logps(model, batch).policy
         b = trainer.build_list_logps(model, batch).policy
     assert not torch.equal(a, b)
+
+
+def test_kto_micro_batch_with_one_shared_prompt_falls_back_to_z0_zero(tmp_path: Path) -> None:
+    """Two lists of one prompt have no mismatched pair: z0 = 0 with a warning, never a matched pair."""
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    config = cfg(tmp_path, "kto", per_device_train_batch_size=2)
+    loss = build_loss("kto", **config.loss_hparams())
+    same = [ListRecord.from_dict({**d, "prompt": "how to brew coffee ?"}) for d in tiny_records(2)]
+    collator = ListCollator(tok.pad_token_id, mismatched=True)
+    items = encode_records(same, tok, config)
+    trainer = ListwiseTrainer(model=model, args=config, data_collator=collator, train_dataset=ListDataset(items),
+                              loss=loss, ref_model=copy.deepcopy(model))
+    batch = collator(items)
+    assert "mismatched_input_ids" not in batch
+    with pytest.warns(UserWarning, match="same prompt"):
+        lp = trainer.build_list_logps(model, batch)
+    assert lp.mismatched_policy is not None and lp.mismatched_reference is not None
+    assert lp.mismatched_policy.abs().sum() == 0 and lp.mismatched_reference.abs().sum() == 0
+    assert loss(lp).metrics["kl"].item() == 0.0
+
+
+def test_kto_eval_needs_two_lists_per_eval_micro_batch(tmp_path: Path) -> None:
+    config = cfg(tmp_path, "kto", per_device_train_batch_size=2, per_device_eval_batch_size=1)
+    with pytest.raises(ConfigError, match="per_device_eval_batch_size: kto needs >= 2 lists per micro-batch"):
+        trainer_mod.validate_data(records(4), config, "eval_data")
+
+
+def test_one_label_rule_for_records_training_targets_and_losses() -> None:
+    """psi (scores, else M - position) is the same from ListRecord.labels, the training targets
+    and the loss-side tensor fallback ``list_labels``, for padded lists of every size."""
+    import random
+
+    from rankalign.data.record import order_labels
+    from rankalign.losses import ListLogps
+    from rankalign.losses._util import list_labels
+
+    rng = random.Random(0)
+    orders = [rng.sample(range(m), m) for m in (2, 3, 5, 4, 2)]
+    width = max(len(o) for o in orders)
+    order = torch.tensor([o + list(range(len(o), width)) for o in orders])
+    mask = torch.tensor([[j < len(o) for j in range(width)] for o in orders])
+    lp = ListLogps(policy=torch.zeros(len(orders), width), lengths=torch.ones(len(orders), width), mask=mask,
+                   order=order)
+    got = list_labels(lp)
+    for b, o in enumerate(orders):
+        assert got[b, :len(o)].tolist() == order_labels(o)
+        rec = ListRecord.from_dict({"id": "x", "prompt": "p", "responses": [f"r{j}" for j in range(len(o))],
+                                    "ranking": o})
+        assert rec.labels() == order_labels(o)
+        assert select_list(rec, "auto", None)[1]["psi"] == order_labels(o)
+    assert order_labels([1, 0, 2], [0.5, 2, -1]) == [0.5, 2.0, -1.0]  # scores win
+    rec = ListRecord.from_dict({"id": "x", "prompt": "p", "responses": ["a", "b", "c"], "scores": [0.5, 2, -1]})
+    assert rec.labels() == select_list(rec, "auto", None)[1]["psi"] == [0.5, 2.0, -1.0]
+    assert select_list(rec, "auto", 2)[1]["psi"] == [0.5, 2.0]  # the kept responses' scores

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor
 from transformers import Trainer
 
-from rankalign.data.record import ListRecord
+from rankalign.data.record import ListRecord, order_labels
 from rankalign.errors import ConfigError, UserError
 from rankalign.losses import ListLogps, ListwiseLoss, build_loss
 from rankalign.training.callbacks import JsonlLogCallback
@@ -69,12 +70,7 @@ def select_list(record: ListRecord, order_source: str, max_list_size: int | None
     pos = {orig: new for new, orig in enumerate(keep)}
     new_order = [pos[i] for i in order if i in pos]
     scores = [record.scores[i] for i in keep] if record.scores is not None else None
-    if scores is not None:
-        psi = list(scores)
-    else:  # SPEC §5: M - position in the order
-        psi = [0.0] * len(keep)
-        for p, idx in enumerate(new_order):
-            psi[idx] = float(len(keep) - p)
+    psi = order_labels(new_order, scores)  # scores, else M - position among the kept responses
     apdf = [[record.apdf[i][j] for j in keep] for i in keep] if record.apdf is not None else None
     row_max = [record.apdf_row_max[i] for i in keep] if record.apdf_row_max is not None else None
     return keep, {"order": new_order, "psi": psi, "scores": scores, "apdf": apdf, "apdf_row_max": row_max}
@@ -139,6 +135,9 @@ def validate_data(records: Sequence[ListRecord], config: ListwiseConfig, what: s
         # the trainer drops an epoch's last incomplete micro-batch (see ListwiseTrainer), so one
         # full micro-batch per process is the least that trains
         per_device = config.per_device_eval_batch_size if what == "eval_data" else config.per_device_train_batch_size
+        if what == "eval_data" and per_device < 2:
+            problems.append(f"per_device_eval_batch_size: {config.method} needs >= 2 lists per micro-batch (its "
+                            "z0 pairs each list's responses with another list's prompt); set it to 2 or more")
         need = max(2, per_device * max(1, config.world_size))
         if len(records) < need:
             problems.append(f"{what}: method {config.method} needs at least {need} lists (one full micro-batch), "
@@ -219,6 +218,7 @@ class ListwiseTrainer(Trainer):
                 p.requires_grad_(False)
             self.ref_model = ref_model.to(self.args.device)
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._warned_same_prompt = False
 
     # -- log-probs ---------------------------------------------------------------------------
     def _reference_logps(self, model: Any, batch: dict[str, Tensor], prefix: str = "") -> Tensor | None:
@@ -246,12 +246,30 @@ class ListwiseTrainer(Trainer):
                        reference=self._reference_logps(model, batch), scores=batch.get("scores"),
                        labels=batch["psi"], apdf=batch.get("apdf"), apdf_row_max=batch.get("apdf_row_max"))
         if self.loss_fn.needs_mismatched:
-            if "mismatched_input_ids" not in batch:
-                raise UserError(f"{self.loss_fn.name} needs >= 2 lists per micro-batch")
-            with torch.no_grad():
-                lp.mismatched_policy = list_logps(self.accelerator.unwrap_model(model), batch, "mismatched_")[0]
-            lp.mismatched_reference = self._reference_logps(model, batch, "mismatched_")
+            self._mismatched_logps(model, batch, lp)
         return lp
+
+    def _mismatched_logps(self, model: Any, batch: dict[str, Tensor], lp: ListLogps) -> None:
+        """Fill ``lp.mismatched_policy/reference``: each response under another list's prompt (no grad).
+
+        When every list of the micro-batch has the same prompt there is no mismatched pair
+        (the collator builds none); the KL estimate is then taken as 0 (z0 = 0, the value the
+        clamp ``max(0, .)`` falls back to), with a warning, instead of a matched pair.
+        """
+        if "mismatched_input_ids" not in batch:
+            if lp.policy.shape[0] < 2:
+                raise UserError(f"{self.loss_fn.name} needs >= 2 lists per micro-batch")
+            if not self._warned_same_prompt:
+                warnings.warn(f"{self.loss_fn.name}: every list of a micro-batch has the same prompt, so no "
+                              "response can be paired with another prompt; z0 = 0 for such micro-batches "
+                              "(merge lists that share a prompt to avoid this)", stacklevel=2)
+                self._warned_same_prompt = True
+            zeros = torch.zeros_like(lp.policy).detach()
+            lp.mismatched_policy, lp.mismatched_reference = zeros, zeros.clone()
+            return
+        with torch.no_grad():
+            lp.mismatched_policy = list_logps(self.accelerator.unwrap_model(model), batch, "mismatched_")[0]
+        lp.mismatched_reference = self._reference_logps(model, batch, "mismatched_")
 
     # -- loss --------------------------------------------------------------------------------
     def compute_loss(self, model: Any, inputs: dict[str, Tensor], return_outputs: bool = False,
