@@ -1,4 +1,4 @@
-"""Loaders of public preference sets (rankalign.data.loaders) and the `rankalign data` command.
+"""Data sources (rankalign.data.sources, re-exported by rankalign.data.loaders) and `rankalign data`.
 
 Real samples come from ../shared/data (skipped where absent); the expected counts are
 derived in each test from the raw JSON with a few lines of plain Python, independently of
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -29,7 +31,8 @@ from rankalign.data.loaders import (
     load_ultrafeedback,
 )
 from rankalign.data.record import ListRecord, RecordError
-from rankalign.errors import UserError
+from rankalign.data.sources import DataSource, convert_rows, get_source, register_source, unregister_source
+from rankalign.errors import ConfigError, UserError
 
 
 def _jsonl(path: Path, rows: list[Any]) -> Path:
@@ -454,7 +457,162 @@ def test_cli_errors_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
 
 
-def test_cli_formats(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_formats(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # no wrapped help lines
     assert main(["data", "formats"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [ln.split()[0] for ln in lines] == list(LOADERS)
+    assert [ln.split()[0] for ln in lines if not ln.startswith(" ")] == sorted(LOADERS)
+    text = "\n".join(lines)
+    assert "--context TURNS|LAST" in text and "(default: turns)" in text
+    assert "--html TEXT|KEEP" in text and "--score_key STR, --score-key STR" in text
+
+
+def test_cli_convert_help_has_a_group_per_format(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["data", "convert", "--help"])
+    out = capsys.readouterr().out
+    for fmt, flag in (("oasst1", "--context"), ("stack_exchange_preferences", "--html"),
+                      ("ultrafeedback", "--score-key")):
+        group = out.split(f"options of --format {fmt}:", 1)[1]
+        assert flag in group.split("options of --format", 1)[0]
+    assert "options of --format hh_rlhf" not in out  # no options, no group
+
+
+def test_cli_format_option_flags_and_alias(shared_data: Path, tmp_path: Path) -> None:
+    src = str(shared_data / "oasst1" / "en_100_tree.jsonl")
+    outs = {}
+    for name, flags in (("flag", ["--context", "last"]), ("eq", ["--context=last"]),
+                        ("alias", ["--option", "context=last"]), ("default", [])):
+        outs[name] = tmp_path / f"{name}.jsonl"
+        assert main(["data", "convert", "-f", "oasst1", src, "--out", str(outs[name]), "--limit", "40", *flags]) == 0
+    last = [r.to_dict() for r in load_oasst1(src, limit=40, context="last")]
+    for name in ("flag", "eq", "alias"):
+        assert [r.to_dict() for r in read_records(outs[name])] == last
+    assert [r.to_dict() for r in read_records(outs["default"])] == [r.to_dict() for r in load_oasst1(src, limit=40)]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--contxt", "last"], "rankalign data: error: --format oasst1: unknown key 'contxt' (did you mean 'context'?); "
+                           "valid keys: context\n"),
+    (["--context", "lst"], "--format oasst1: context: expected one of 'turns', 'last', got 'lst'\n"),
+    (["-O", "contxt=last"], "unknown key 'contxt' (did you mean 'context'?)"),
+    (["--html", "keep"], "--format oasst1: unknown key 'html'; valid keys: context\n"),
+    (["--context", "last", "-O", "context=turns"], "option 'context' is given twice"),
+    (["--limt", "3"], "unknown argument --limt (did you mean --limit?)\n"),
+    (["stray"], "unexpected argument 'stray'"),
+])
+def test_cli_option_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        flags: list[str], message: str) -> None:
+    src = _jsonl(tmp_path / "in.jsonl", [{"x": 1}])
+    out = tmp_path / "o.jsonl"
+    assert main(["data", "convert", "-f", "oasst1", str(src), "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_cli_options_of_a_format_without_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _jsonl(tmp_path / "in.jsonl", [{"x": 1}])
+    assert main(["data", "convert", "-f", "hh_rlhf", str(src), "--out", str(tmp_path / "o.jsonl"),
+                 "--context", "last"]) == 2
+    assert "--format hh_rlhf: unknown option 'context'; format 'hh_rlhf' takes no options" in capsys.readouterr().err
+    assert main(["data", "convert", "-f", "hh-rlfh", str(src), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "unknown data format 'hh-rlfh' (did you mean 'hh_rlhf'?)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ a plug-in source
+@dataclass(frozen=True)
+class EchoOptions:
+    times: int = field(default=1, metadata={"help": "repeat each response this many times"})
+    case: Literal["keep", "upper"] = field(default="keep", metadata={"help": "upper-case the responses"})
+
+
+@pytest.fixture
+def echo_source() -> Iterator[DataSource]:
+    """A throw-away source defined by one decorated function; unregistered afterwards."""
+
+    @register_source("echo_test", options=EchoOptions)
+    def load_echo(source: Any, options: EchoOptions, *, report: LoadReport, on_error: str,
+                  limit: int | None) -> list[ListRecord]:
+        """Test rows {q, a, b} -> lists of 2, each response repeated `times` times."""
+
+        def convert(row: dict[str, Any], where: str) -> list[ListRecord]:
+            texts = [row[k] * options.times for k in ("a", "b")]
+            texts = [t.upper() for t in texts] if options.case == "upper" else texts
+            return [ListRecord.from_dict({"id": row["q"], "prompt": row["q"], "responses": texts}, where=where)]
+
+        return convert_rows(source, convert, report=report, on_error=on_error, limit=limit)
+
+    try:
+        yield load_echo
+    finally:
+        unregister_source("echo_test")
+    assert "echo_test" not in LOADERS
+
+
+def test_plugin_source_end_to_end(echo_source: DataSource, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # no wrapped help lines
+    assert get_source("echo-test") is echo_source and LOADERS["echo_test"] is echo_source
+    assert main(["data", "formats"]) == 0
+    out = capsys.readouterr().out
+    assert "echo_test" in out and "Test rows {q, a, b} -> lists of 2" in out
+    assert "--times INT" in out and "(default: 1)" in out
+    with pytest.raises(SystemExit):
+        main(["data", "convert", "--help"])
+    help_text = capsys.readouterr().out
+    assert "options of --format echo_test:" in help_text and "--case KEEP|UPPER" in help_text
+
+    src = _jsonl(tmp_path / "in.jsonl", [{"q": "p1", "a": "x", "b": "y"}, {"q": "p2", "a": "u", "b": "v"}])
+    out_path = tmp_path / "o.jsonl"
+    assert main(["data", "convert", "-f", "echo_test", str(src), "--out", str(out_path),
+                 "--times", "3", "-O", "case=upper"]) == 0
+    assert [[r.text for r in rec.responses] for rec in read_records(out_path)] == [["XXX", "YYY"], ["UUU", "VVV"]]
+    # the option arrives typed: "3" became the int 3 before the loader saw it
+    assert echo_source.make_options({"times": "3"}) == EchoOptions(times=3)
+    assert load_dataset_file("echo_test", src, times="2")[0].responses[0].text == "xx"
+
+    capsys.readouterr()
+    assert main(["data", "convert", "-f", "echo_test", str(src), "--out", str(out_path), "--tims", "2"]) == 2
+    assert ("--format echo_test: unknown key 'tims' (did you mean 'times'?); valid keys: case, times\n"
+            in capsys.readouterr().err)
+    assert main(["data", "convert", "-f", "echo_test", str(src), "--out", str(out_path), "--times", "many"]) == 2
+    assert "--format echo_test: times: cannot read 'many' as int\n" in capsys.readouterr().err
+
+
+def test_registry_refuses_bad_registrations(echo_source: DataSource) -> None:
+    def load(source: Any, options: Any, *, report: Any, on_error: str, limit: int | None) -> list[ListRecord]:
+        """A loader."""
+        return []
+
+    with pytest.raises(ValueError, match=r"data source 'Echo-Test' is already registered by .*test_loaders"):
+        register_source("Echo-Test", options=EchoOptions)(load)
+
+    @dataclass
+    class Clash:
+        limit: int = 3
+
+    with pytest.raises(ValueError, match=r"option name\(s\) \['limit'\] are taken by `rankalign data convert`"):
+        register_source("clash_test", options=Clash)(load)
+    with pytest.raises(TypeError, match="must be a dataclass"):
+        register_source("clash_test", options=dict)(load)
+    with pytest.raises(TypeError, match=r"must take \(source, options, \*, report, on_error, limit\)"):
+        register_source("clash_test")(lambda source: [])
+    with pytest.raises(ValueError, match="needs a description"):
+        register_source("clash_test")(lambda source, options, *, report, on_error, limit: [])
+    assert "clash_test" not in LOADERS
+    with pytest.raises(UserError, match="unknown data format 'clash_test'"):
+        unregister_source("clash_test")
+
+
+def test_python_options_are_checked(echo_source: DataSource) -> None:
+    rows = [{"q": "p", "a": "x", "b": "y"}]
+    assert echo_source(rows, options=EchoOptions(times=2))[0].responses[1].text == "yy"
+    with pytest.raises(ConfigError, match="case: expected one of 'keep', 'upper', got 'lower'"):
+        echo_source(rows, options=EchoOptions(case="lower"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="takes EchoOptions options, got dict"):
+        echo_source(rows, options={"times": 2})
+    with pytest.raises(TypeError, match="not both"):
+        echo_source(rows, options=EchoOptions(), times=2)
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        echo_source(rows, limit=-1)

@@ -355,7 +355,8 @@ def iter_jsonl(path: Path, *, on_error: str, report: LoadReport) -> Iterator[tup
             try:
                 raw = fh.readline()
             except errors as exc:
-                raise _corrupt(path, compression, f"after line {lineno}", exc) from None
+                after = f"after line {lineno}" if lineno else "before the first line"
+                raise _corrupt(path, compression, after, exc) from None
             if not raw:
                 return
             lineno += 1

@@ -17,7 +17,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rankalign.data.io import LoadReport, data_suffix, iter_jsonl, iter_parquet_rows, read_json_array
+from rankalign.data.io import (
+    COMPRESSIONS,
+    LoadReport,
+    data_suffix,
+    iter_jsonl,
+    iter_parquet_rows,
+    read_json_array,
+    sniff_compression,
+)
 from rankalign.data.record import ListRecord, RecordError
 from rankalign.errors import UserError
 
@@ -108,6 +116,11 @@ def iter_rows(source: Source, *, report: LoadReport, on_error: str = "skip") -> 
                     yield f"{p.name} item {i}", row
                 return
         elif suffix not in (".jsonl", ".jsonlines", ".ndjson"):
+            kind = sniff_compression(p)  # an archive is a UserError naming it
+            if kind:
+                ext = next(s for s, k in COMPRESSIONS.items() if k == kind)
+                raise ValueError(f"input {p.name!r} is {kind}-compressed, but its name does not say what it "
+                                 f"holds: name it NAME.jsonl{ext} or NAME.json{ext}")
             raise ValueError(f"unsupported input {p.name!r}: use .jsonl or .json (plain or .gz/.bz2/.xz/.zst), "
                              ".parquet, or a datasets folder")
         yield from iter_jsonl(p, on_error=on_error, report=report)
