@@ -68,18 +68,29 @@ def test_every_method_trains_and_its_loss_decreases_on_a_fixed_batch(tmp_path: P
     assert "ranking/accuracy" in logged[0] and "rewards/margins" in logged[0]
 
 
-def test_ranking_metrics_by_hand() -> None:
+def test_ranking_metrics_by_hand(tmp_path: Path) -> None:
+    """The trainer logs the one metric definition (losses._util.list_metrics) for every method;
+    without a reference model the reward is the mean token log-prob."""
     from rankalign.losses import ListLogps
 
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    config = cfg(tmp_path, "sft")
+    trainer = ListwiseTrainer(model=model, args=config, train_dataset=ListDataset([]), loss=build_loss("sft"))
     # one list of 3, order [2, 0, 1]: rewards best-first = [3, 1, 2] -> pairs (3>1 ok, 3>2 ok, 1>2 wrong)
-    lp = ListLogps(policy=torch.zeros(1, 3), lengths=torch.ones(1, 3), mask=torch.ones(1, 3, dtype=torch.bool),
-                   order=torch.tensor([[2, 0, 1]]))
-    m = trainer_mod._pairwise_metrics(torch.tensor([[1.0, 2.0, 3.0]]), lp)
-    assert m["rewards/chosen"].item() == 3.0
-    assert m["rewards/rejected"].item() == 1.5
-    assert m["rewards/margins"].item() == 1.5
-    assert m["rewards/accuracies"].item() == 1.0
-    assert m["ranking/accuracy"].item() == pytest.approx(2 / 3)
+    lp = ListLogps(policy=torch.tensor([[1.0, 2.0, 3.0]]), lengths=torch.ones(1, 3),
+                   mask=torch.ones(1, 3, dtype=torch.bool), order=torch.tensor([[2, 0, 1]]))
+    trainer.build_list_logps = lambda *a, **k: lp  # type: ignore[method-assign]
+    model.train()
+    trainer.compute_loss(model, {})
+    m = {k: v[0] for k, v in trainer._metrics["train"].items()}
+    assert m["rewards/chosen"] == 3.0
+    assert m["rewards/rejected"] == 1.5
+    assert m["rewards/margins"] == 1.5
+    assert m["rewards/accuracies"] == 1.0
+    assert m["ranking/accuracy"] == pytest.approx(2 / 3)
+    assert m["logps/chosen"] == 3.0 and m["logps/rejected"] == 1.5 and m["logps/mean"] == 2.0
+    assert not hasattr(trainer_mod, "_pairwise_metrics")  # no second definition
 
 
 def test_select_list_keeps_best_ranked_and_reindexes() -> None:
@@ -391,3 +402,15 @@ def test_one_label_rule_for_records_training_targets_and_losses() -> None:
     rec = ListRecord.from_dict({"id": "x", "prompt": "p", "responses": ["a", "b", "c"], "scores": [0.5, 2, -1]})
     assert rec.labels() == select_list(rec, "auto", None)[1]["psi"] == [0.5, 2.0, -1.0]
     assert select_list(rec, "auto", 2)[1]["psi"] == [0.5, 2.0]  # the kept responses' scores
+    scored = ListLogps(policy=torch.zeros(1, 3), lengths=torch.ones(1, 3), mask=torch.ones(1, 3, dtype=torch.bool),
+                       order=torch.tensor([[1, 0, 2]]), scores=torch.tensor([[0.5, 2.0, -1.0]]))
+    assert list_labels(scored)[0].tolist() == order_labels([1, 0, 2], [0.5, 2.0, -1.0])
+    # the trainer's path: psi computed once per list, collated, read back by the loss unchanged
+    tok = tiny_tokenizer()
+    config = ListwiseConfig(method="lipo", output_dir="unused", **FAST)
+    recs = records(4)
+    batch = ListCollator(tok.pad_token_id)(encode_records(recs, tok, config))
+    lp = ListLogps(policy=torch.zeros(batch["order"].shape), lengths=torch.ones(batch["order"].shape),
+                   mask=batch["list_mask"], order=batch["order"], scores=batch.get("scores"), labels=batch["psi"])
+    for b, rec in enumerate(recs):
+        assert list_labels(lp)[b, :rec.num_responses].tolist() == rec.labels()

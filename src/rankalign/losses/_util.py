@@ -88,13 +88,15 @@ def list_lengths(batch: ListLogps) -> Tensor:
 def list_labels(batch: ListLogps) -> Tensor:
     """``[B, M]`` labels psi_i in storage order (docs/methods.md#labels).
 
-    ``batch.scores`` when present, else ``batch.labels``, else ``n - position`` with n the
-    list's own length (so padding a list does not change its labels).
+    ``batch.labels`` when present (the trainer computes them once, in the data path, with
+    :func:`rankalign.data.record.order_labels`); else the same rule in tensor form:
+    ``batch.scores`` when present, else ``n - position`` with n the list's own length (so
+    padding a list does not change its labels). A test checks that both forms agree.
     """
-    if batch.scores is not None:
-        return batch.scores.to(batch.policy.dtype)
     if batch.labels is not None:
         return batch.labels.to(batch.policy.dtype)
+    if batch.scores is not None:
+        return batch.scores.to(batch.policy.dtype)
     b, m = batch.order.shape
     positions = torch.empty_like(batch.order)
     positions.scatter_(1, batch.order, torch.arange(m, device=batch.order.device).expand(b, m))

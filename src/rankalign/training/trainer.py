@@ -33,6 +33,7 @@ from transformers import Trainer
 from rankalign.data.record import ListRecord, order_labels
 from rankalign.errors import ConfigError, UserError
 from rankalign.losses import ListLogps, ListwiseLoss, build_loss
+from rankalign.losses._util import list_metrics
 from rankalign.training.callbacks import JsonlLogCallback
 from rankalign.training.config import ListwiseConfig
 from rankalign.training.logps import EncodedList, ListCollator, TruncationStats, encode_list, list_logps
@@ -164,29 +165,6 @@ def ensure_dynamic_ranking(records: list[ListRecord], config: ListwiseConfig) ->
 
 
 # ---------------------------------------------------------------------- trainer
-def _pairwise_metrics(rewards: Tensor, lp: ListLogps) -> dict[str, Tensor]:
-    """TRL-style reward metrics for lists; ``rewards [B, M]`` (higher = preferred)."""
-    r = lp.sorted(rewards)  # [B, M] best first
-    sm = lp.sorted_mask  # [B, M]
-    others = sm[:, 1:]  # [B, M-1]
-    n_others = others.sum(1).clamp(min=1)
-    chosen = r[:, 0]  # [B]
-    rejected = (r[:, 1:] * others).sum(1) / n_others  # [B]
-    acc = ((chosen[:, None] > r[:, 1:]) & others).sum(1) / n_others  # [B]
-    # every ordered pair p < q of the list: is reward[p] > reward[q]?
-    upper = torch.ones(sm.shape[1], sm.shape[1], dtype=torch.bool, device=sm.device).triu(1)  # [M, M] p < q
-    pair_mask = sm[:, :, None] & sm[:, None, :] & upper  # [B, M, M]
-    correct = ((r[:, :, None] > r[:, None, :]) & pair_mask).sum((1, 2))  # [B]
-    rank_acc = correct / pair_mask.sum((1, 2)).clamp(min=1)
-    return {
-        "rewards/chosen": chosen.mean(),
-        "rewards/rejected": rejected.mean(),
-        "rewards/margins": (chosen - rejected).mean(),
-        "rewards/accuracies": acc.float().mean(),
-        "ranking/accuracy": rank_acc.float().mean(),
-    }
-
-
 class ListwiseTrainer(Trainer):
     """``transformers.Trainer`` for list-wise losses.
 
@@ -278,10 +256,11 @@ class ListwiseTrainer(Trainer):
         out = self.loss_fn(lp)
         loss = out.loss.mean()  # mean over the B lists of this micro-batch
         with torch.no_grad():
+            # the same metrics for every method (list_metrics: implicit reward beta * ratio, or the mean
+            # token log-prob without a reference model); the loss's own metrics, when it logs any, win
             beta = getattr(self.args, "beta", 1.0)
-            rewards = beta * lp.ratio if lp.reference is not None else lp.avg
-            metrics = _pairwise_metrics(rewards.detach(), lp)
-            metrics["logps/chosen"] = lp.sorted(lp.policy.detach())[:, 0].mean()
+            rewards = lp.sorted(beta * lp.ratio if lp.reference is not None else lp.avg).detach()  # [B, M]
+            metrics = list_metrics(lp, rewards, rewards)
             metrics["logps/mean"] = (lp.policy.detach() * lp.mask).sum() / lp.mask.sum().clamp(min=1)
             for key, value in out.metrics.items():
                 metrics[key] = value.detach().float().mean() if torch.is_tensor(value) else torch.tensor(value)
