@@ -616,3 +616,168 @@ def test_python_options_are_checked(echo_source: DataSource) -> None:
         echo_source(rows, options=EchoOptions(), times=2)
     with pytest.raises(ValueError, match="limit must be >= 0"):
         echo_source(rows, limit=-1)
+
+
+# ------------------------------------------------------------------------------------ bad input and output
+def _compress(data: bytes, kind: str) -> bytes:
+    import bz2
+    import gzip
+    import lzma
+
+    if kind == "zstd":
+        zstandard = pytest.importorskip("zstandard")
+        return zstandard.ZstdCompressor().compress(data)
+    return {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind](data)
+
+
+COMPRESSED = [("gzip", ".gz"), ("bzip2", ".bz2"), ("xz", ".xz"), ("zstd", ".zst")]
+
+
+@pytest.mark.parametrize(("kind", "ext"), COMPRESSED)
+def test_compressed_inputs_are_read(shared_data: Path, tmp_path: Path, kind: str, ext: str) -> None:
+    plain = shared_data / "pku_saferlhf" / "test.head16.jsonl"
+    packed = tmp_path / f"test.head16.jsonl{ext}"
+    packed.write_bytes(_compress(plain.read_bytes(), kind))
+    expected = [r.to_dict() for r in load_pku_saferlhf(plain)]
+    assert [r.to_dict() for r in load_pku_saferlhf(packed)] == expected  # ids use the stem before the first dot
+    array = tmp_path / f"rows.json{ext}"  # a .json array, compressed
+    array.write_bytes(_compress(json.dumps(_read_jsonl(plain)).encode(), kind))
+    assert len(load_pku_saferlhf(array)) == 16
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+@pytest.mark.parametrize(("kind", "ext"), COMPRESSED)
+def test_damaged_compressed_input_is_one_line_and_writes_nothing(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, ext: str, damage: str
+) -> None:
+    plain = (shared_data / "pku_saferlhf" / "test.head16.jsonl").read_bytes()
+    data = _compress(plain * 4, kind)
+    if damage == "truncated":
+        data = data[: len(data) * 2 // 3]
+    else:  # overwrite bytes in the middle of the stream
+        mid = len(data) // 2
+        data = data[:mid] + bytes(b ^ 0x5A for b in data[mid:mid + 64]) + data[mid + 64:]
+    src = tmp_path / f"pku.jsonl{ext}"
+    src.write_bytes(data)
+    out = tmp_path / "o.jsonl"
+    assert main(["data", "convert", "-f", "pku_saferlhf", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rankalign data: error: pku.jsonl{ext}: ") and err.count("\n") == 1, err
+    assert f"truncated or corrupt {kind} data" in err and f"check it with `{kind} -t FILE`" in err, err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_archives_and_unlabelled_compression_get_a_clear_message(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import zipfile
+
+    row = {"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"}
+    plain = _jsonl(tmp_path / "hh.jsonl", [row])
+    with zipfile.ZipFile(tmp_path / "hh.zip", "w") as zf:
+        zf.write(plain, "hh.jsonl")
+    (tmp_path / "hh.zip.jsonl").write_bytes((tmp_path / "hh.zip").read_bytes())
+    (tmp_path / "hh.gz").write_bytes(_compress(plain.read_bytes(), "gzip"))
+    for name, message in (("hh.zip", "hh.zip is a zip archive; extract it first"),
+                          ("hh.zip.jsonl", "hh.zip.jsonl is a zip archive; extract it first"),
+                          ("hh.gz", "input 'hh.gz' is gzip-compressed, but its name does not say what it holds: "
+                                    "name it NAME.jsonl.gz or NAME.json.gz")):
+        assert main(["data", "convert", "-f", "hh_rlhf", str(tmp_path / name), "--out", str(tmp_path / "o.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+def test_corrupt_parquet_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recs = [ListRecord.from_dict({"id": f"r{i}", "prompt": "p", "responses": ["a", "b"]}) for i in range(50)]
+    write_records(recs, tmp_path / "g.parquet")
+    data = (tmp_path / "g.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    for extra in ([], ["--limit", "3"]):  # read_records, and the row reader
+        assert main(["data", "convert", "-f", "generic", str(tmp_path / "cut.parquet"),
+                     "--out", str(tmp_path / "o.jsonl"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "cut.parquet: not a readable Parquet file" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def _hh_input(tmp_path: Path) -> Path:
+    row = {"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"}
+    return _jsonl(tmp_path / "hh.jsonl", [row])
+
+
+def test_output_path_errors_come_before_the_read(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _hh_input(tmp_path)
+    (tmp_path / "folder.jsonl").mkdir()
+    (tmp_path / "afile").write_text("keep", encoding="utf-8")
+    cases = [
+        ("folder.jsonl", "output '{p}' is a folder, but a .jsonl output is a file"),
+        ("afile", "output '{p}' exists and is a file, not a saved datasets folder"),
+        ("afile/o.jsonl", "cannot write '{p}': '{d}/afile' is a file, not a folder"),
+        ("o.csv", "unsupported output 'o.csv'"),
+    ]
+    read: list[Any] = []
+    import rankalign.data.sources as sources
+
+    real = sources.load_dataset_file
+    monkeypatch.setattr(sources, "load_dataset_file", lambda *a, **k: read.append(a) or real(*a, **k))
+    for name, message in cases:
+        out = tmp_path / name
+        assert main(["data", "convert", "-f", "hh_rlhf", str(src), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message.format(p=out, d=tmp_path) in err and err.count("\n") == 1, err
+    assert read == []  # no input was read for any of them
+    assert (tmp_path / "afile").read_text(encoding="utf-8") == "keep" and (tmp_path / "folder.jsonl").is_dir()
+
+
+def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    src = _hh_input(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    import rankalign.data.io as rio
+
+    real_access = os.access
+    monkeypatch.setattr(rio.os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    for name in ("o.jsonl", "o.parquet", "ds", "sub/o.jsonl"):
+        assert main(["data", "convert", "-f", "hh_rlhf", str(src), "--out", str(locked / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"the folder '{locked}' is not writable" in err and err.count("\n") == 1, err
+    assert list(locked.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_unwritable_output_folder_for_real(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _hh_input(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(["data", "convert", "-f", "hh_rlhf", str(src), "--out", str(locked / "o.jsonl")]) == 2
+        assert "is not writable" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o755)
+
+
+def test_os_error_while_writing_is_one_line_and_keeps_the_old_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import rankalign.data.io as rio
+
+    src = _hh_input(tmp_path)
+    out = tmp_path / "o.jsonl"
+    out.write_text("old\n", encoding="utf-8")
+
+    def full_disk(a: Any, b: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rio.os, "replace", full_disk)
+    assert main(["data", "convert", "-f", "hh_rlhf", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"could not write '{out}': No space left on device" in err and err.count("\n") == 2, err  # + the report
+    assert out.read_text(encoding="utf-8") == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hh.jsonl", "o.jsonl"]

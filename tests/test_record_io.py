@@ -300,3 +300,57 @@ def test_datasets_folder_output_replaces_only_a_saved_dataset(tmp_path: Path) ->
     assert (foreign / "notes.txt").read_text(encoding="utf-8") == "keep me"
     assert (tmp_path / "plain").read_text(encoding="utf-8") == "keep me too"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "plain", "project"]
+
+
+def test_files_are_flushed_to_disk_before_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash right after the rename must not leave an empty file under the output's name."""
+    import os
+
+    import rankalign.data.io as rio
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(rio.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(rio.os, "replace", lambda a, b: (events.append(f"replace {Path(b).name}"),
+                                                         real_replace(a, b))[1])
+    for name in ("a.jsonl", "a.parquet"):
+        events.clear()
+        write_records(_records(), tmp_path / name)
+        assert events == ["fsync", f"replace {name}"]
+
+
+def test_datasets_folder_failed_save_keeps_the_old_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    recs = _records()
+    out = tmp_path / "ds"
+    write_records(recs, out)
+    (tmp_path / ".ds.tmp").mkdir()  # a fixed-name leftover of an older version is not touched
+
+    def killed(self: Any, path: str, **kw: Any) -> None:
+        Path(path, "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_records(recs[:1], out)
+    monkeypatch.undo()
+    assert read_records(out) == recs
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.tmp", "ds"]
+    write_records(recs[:1], out)  # and a later write replaces it
+    assert read_records(out) == recs[:1] and sorted(p.name for p in tmp_path.iterdir()) == [".ds.tmp", "ds"]
+
+
+def test_compressed_record_files_are_read(tmp_path: Path) -> None:
+    import gzip
+    import lzma
+
+    recs = _records()
+    write_records(recs, tmp_path / "r.jsonl")
+    (tmp_path / "r.jsonl.gz").write_bytes(gzip.compress((tmp_path / "r.jsonl").read_bytes()))
+    (tmp_path / "r.json.xz").write_bytes(lzma.compress(json.dumps([r.to_dict() for r in recs]).encode()))
+    assert read_records(tmp_path / "r.jsonl.gz") == recs
+    assert read_records(tmp_path / "r.json.xz") == recs
+    (tmp_path / "cut.jsonl.gz").write_bytes((tmp_path / "r.jsonl.gz").read_bytes()[:-12])
+    with pytest.raises(UserError, match=r"^cut\.jsonl\.gz: truncated or corrupt gzip data after line \d+: "):
+        read_records(tmp_path / "cut.jsonl.gz", on_error="skip")
