@@ -97,3 +97,30 @@ def test_demo_unwritable_output_dir(capsys: pytest.CaptureFixture[str]) -> None:
     rc, err = _run(["demo", "--output-dir", str(UNWRITABLE), "--quiet"], capsys)
     assert rc == 2 and err.count("\n") == 0
     assert f"--output-dir '{UNWRITABLE}' cannot be written" in err
+
+
+def _train_argv(tmp_path: Path, out: Path) -> list[str]:
+    return ["train", "--method", "sft", "--data", str(_data(tmp_path)), "--output-dir", str(out),
+            "--model", str(tmp_path / "no-model-needed")]
+
+
+@pytest.mark.parametrize("case", ["file_for_folder", "parent_is_file", "log_is_a_folder"])
+def test_train_bad_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    """Checked with the config, before the data is tokenised or any model loaded (the model path
+    given does not exist, so reaching the model load would be a different error)."""
+    if case == "log_is_a_folder":
+        out = tmp_path / "run"
+        (out / "train_log.jsonl").mkdir(parents=True)
+        message = "train_log.jsonl' is a folder, but a file is written there; remove it"
+    else:
+        out, message = _cases(tmp_path)[case]
+    rc, err = _run(_train_argv(tmp_path, out), capsys)
+    assert rc == 2 and err.count("\n") == 0
+    assert err.startswith(f"rankalign train: error: output_dir '{out}'") and message in err
+
+
+@needs_proc
+def test_train_unwritable_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = _run(_train_argv(tmp_path, UNWRITABLE), capsys)
+    assert rc == 2 and err.count("\n") == 0
+    assert f"output_dir '{UNWRITABLE}' cannot be written: no permission to create files in '/proc'" in err

@@ -34,6 +34,7 @@ from rankalign.data.record import ListRecord, order_labels
 from rankalign.errors import ConfigError, UserError
 from rankalign.losses import ListLogps, ListwiseLoss, build_loss
 from rankalign.losses._util import list_metrics
+from rankalign.outputs import check_output_dir
 from rankalign.training.callbacks import JsonlLogCallback
 from rankalign.training.config import ListwiseConfig
 from rankalign.training.logps import EncodedList, ListCollator, TruncationStats, encode_list, list_logps
@@ -380,12 +381,51 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
     Returns:
         :class:`TrainResult` with the trained (merged) model, its tokenizer and the per-step log.
     Raises:
-        ConfigError / UserError: invalid config or data (raised before any model is loaded).
+        ConfigError / UserError: invalid config, output folder or data (raised before any model is loaded).
     """
     # 1. config + data, before any model
+    records, eval_records = _checked_data(config, records, eval_records)
+    loss = build_loss(config.method or "", **config.loss_hparams())
+    # 2. models
+    model, tokenizer, ref_model = _load_models(config, loss, model, tokenizer, ref_model)
+    # 3. data -> tokens -> trainer
+    stats = TruncationStats()
+    train_ds = ListDataset(encode_records(records, tokenizer, config, stats))
+    eval_ds = ListDataset(encode_records(eval_records, tokenizer, config, desc="tokenising eval")) \
+        if eval_records else None
+    print(stats.summary(), flush=True)
+    log_path = Path(config.output_dir or ".") / TRAIN_LOG
+    header = {"type": "truncation", "method": config.method, "lists": len(train_ds), **stats.as_dict()}
+    trainer = ListwiseTrainer(
+        model=model, args=config, data_collator=ListCollator(tokenizer.pad_token_id,
+                                                             mismatched=loss.needs_mismatched),
+        train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, loss=loss, ref_model=ref_model,
+        callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])],
+    )
+    # 4. train, save
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=_resume_target(config, resume_from_checkpoint))
+    runtime = time.perf_counter() - t0
+    saved = save_final(trainer, config, tokenizer)
+    return TrainResult(output_dir=str(config.output_dir), model=saved, tokenizer=tokenizer, log=_read_log(log_path),
+                       train_runtime_s=runtime, truncation=stats.as_dict())
+
+
+def _checked_data(config: ListwiseConfig, records: list[ListRecord] | None,
+                  eval_records: list[ListRecord] | None) -> tuple[list[ListRecord], list[ListRecord] | None]:
+    """Check the config and the output folder, read and check the data, add SeAdpra's dynamic
+    ranking where the method needs it; no model is loaded yet.
+
+    Raises:
+        ConfigError: every config problem at once; ``data`` missing; data problems
+            (:func:`validate_data`).
+        UserError: an output folder that cannot be written (:func:`~rankalign.outputs.check_output_dir`).
+    """
     problems = config.problems()
     if problems:
         raise ConfigError(problems)
+    if config.output_dir:
+        check_output_dir(config.output_dir, "output_dir", (TRAIN_LOG, "rankalign_config.json"))
     if records is None:
         if not config.data:
             raise ConfigError(["data: missing; pass --data FILE (or records to train())"])
@@ -398,9 +438,14 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
     records = ensure_dynamic_ranking(list(records), config)
     if eval_records:
         eval_records = ensure_dynamic_ranking(list(eval_records), config)
-    loss = build_loss(config.method or "", **config.loss_hparams())
+    return records, eval_records
 
-    # 2. models
+
+def _load_models(config: ListwiseConfig, loss: ListwiseLoss, model: Any, tokenizer: Any, ref_model: Any
+                 ) -> tuple[Any, Any, Any]:
+    """``(policy, tokenizer, reference)``: the given ones or loaded per the config; the frozen
+    reference is a copy of the initial policy unless ``ref_model`` is set or LoRA's base serves;
+    LoRA applied and the KV cache off under gradient checkpointing."""
     from rankalign.training.models import load_model_and_tokenizer
 
     if model is None:
@@ -421,32 +466,19 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
         model = _apply_lora(model, config)
     if config.gradient_checkpointing:
         model.config.use_cache = False
+    return model, tokenizer, ref_model
 
-    # 3. data -> tokens
-    stats = TruncationStats()
-    train_ds = ListDataset(encode_records(records, tokenizer, config, stats))
-    eval_ds = ListDataset(encode_records(eval_records, tokenizer, config, desc="tokenising eval")) \
-        if eval_records else None
-    print(stats.summary(), flush=True)
-    collator = ListCollator(tokenizer.pad_token_id, mismatched=loss.needs_mismatched)
 
-    log_path = Path(config.output_dir or ".") / TRAIN_LOG
-    header = {"type": "truncation", "method": config.method, "lists": len(train_ds), **stats.as_dict()}
-    trainer = ListwiseTrainer(
-        model=model, args=config, data_collator=collator, train_dataset=train_ds, eval_dataset=eval_ds,
-        processing_class=tokenizer, loss=loss, ref_model=ref_model,
-        callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])],
-    )
+def _resume_target(config: ListwiseConfig, resume_from_checkpoint: str | bool | None) -> str | bool | None:
+    """The argument's value, else the config's: Trainer.train ignores the args field, and "true"
+    (a bare --resume-from-checkpoint) means the latest checkpoint."""
     if resume_from_checkpoint is None and config.resume_from_checkpoint:
-        # Trainer.train ignores the args field; "true" (a bare --resume-from-checkpoint) = the latest
-        resume_from_checkpoint = (True if str(config.resume_from_checkpoint).lower() == "true"
-                                  else config.resume_from_checkpoint)
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    runtime = time.perf_counter() - t0
-    saved = save_final(trainer, config, tokenizer)
-    log: list[dict[str, Any]] = []
-    if log_path.exists():
-        log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return TrainResult(output_dir=str(config.output_dir), model=saved, tokenizer=tokenizer, log=log,
-                       train_runtime_s=runtime, truncation=stats.as_dict())
+        return True if str(config.resume_from_checkpoint).lower() == "true" else config.resume_from_checkpoint
+    return resume_from_checkpoint
+
+
+def _read_log(log_path: Path) -> list[dict[str, Any]]:
+    """The rows of ``train_log.jsonl`` (empty when no process wrote it)."""
+    if not log_path.exists():
+        return []
+    return [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
