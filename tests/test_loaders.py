@@ -300,7 +300,7 @@ def test_stack_exchange_preferences_rows(tmp_path: Path) -> None:
     assert [r.attributes["votes"] for r in rec.responses] == [2.0, 5.0, 7.0]
     assert [r.attributes["accepted"] for r in rec.responses] == [False, True, False]
     assert rec.responses[1].text == "Slice it: `xs[::-1]`"
-    assert rec.preference_order() == [1, 2, 0]  # accepted first, then votes (SPEC §5)
+    assert rec.preference_order() == [1, 2, 0]  # accepted first, then votes (ListRecord.preference_order)
     assert rec.meta["created"] == "2008-09-13T00:00:00+00:00"
     assert rec.meta["urls"] == ["https://stackoverflow.com/questions/101"]
     kept = load_stack_exchange_preferences(SE_ROWS[:1], html="keep")[0]
@@ -781,3 +781,29 @@ def test_os_error_while_writing_is_one_line_and_keeps_the_old_output(
     assert f"could not write '{out}': No space left on device" in err and err.count("\n") == 2, err  # + the report
     assert out.read_text(encoding="utf-8") == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hh.jsonl", "o.jsonl"]
+
+
+def test_the_documented_example_source_works(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example of docs/data.md ("Adding a source"), run as written, as a module."""
+    import sys
+    import types
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    code = docs.split("### Adding a source", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("docs_example")
+    monkeypatch.setitem(sys.modules, "docs_example", module)
+    exec(compile(code, "docs/data.md", "exec"), module.__dict__)
+    try:
+        rows = [{"id": 1, "question": "Q?", "lang": "de", "answers": [{"text": "a", "votes": 3},
+                                                                      {"text": "b", "votes": 1}]},
+                {"id": 2, "question": "Q?", "lang": "en", "answers": [{"text": "a", "votes": 3},
+                                                                      {"text": "b", "votes": 1}]},
+                {"id": 3, "question": "Q?", "lang": "de", "answers": "none"}]
+        src, out = _jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+        assert main(["data", "convert", "--format", "qa_votes", str(src), "--out", str(out), "--lang", "de"]) == 0
+        assert "kept 1 record(s), skipped 2 (1 other language, 1 invalid answers)" in capsys.readouterr().err
+        (rec,) = read_records(out)
+        assert rec.id == "1" and [r.attributes["votes"] for r in rec.responses] == [3, 1]
+    finally:
+        unregister_source("qa_votes")

@@ -173,7 +173,7 @@ def records_to_dataset(records: Iterable[ListRecord]) -> Any:
 
 
 def dataset_to_records(ds: Any, *, on_error: str = "raise", report: LoadReport | None = None) -> list[ListRecord]:
-    """Convert a ``datasets.Dataset`` (our layout, or plain §2 dicts) to records."""
+    """Convert a ``datasets.Dataset`` (our layout, or plain record dicts) to records."""
     return _validate_rows(
         ((f"dataset row {i}", dict(row)) for i, row in enumerate(ds)),
         on_error=on_error, report=report, decode=True,
