@@ -807,3 +807,33 @@ def test_the_documented_example_source_works(tmp_path: Path, capsys: pytest.Capt
         assert rec.id == "1" and [r.attributes["votes"] for r in rec.responses] == [3, 1]
     finally:
         unregister_source("qa_votes")
+
+
+def test_an_option_name_two_formats_share_is_typed_by_the_chosen_format(
+    echo_source: DataSource, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @dataclass(frozen=True)
+    class ScaleOptions:
+        times: float = field(default=1.0, metadata={"help": "scale the score"})
+
+    @register_source("scale_test", options=ScaleOptions)
+    def load_scale(source: Any, options: ScaleOptions, *, report: LoadReport, on_error: str,
+                   limit: int | None) -> list[ListRecord]:
+        """Test rows {q, a, b} -> lists of 2 with scores [times, 0]."""
+        return convert_rows(source, lambda row, where: [ListRecord.from_dict(
+            {"id": row["q"], "prompt": row["q"], "responses": [row["a"], row["b"]], "scores": [options.times, 0.0]},
+            where=where)], report=report, on_error=on_error, limit=limit)
+
+    try:
+        monkeypatch.setenv("COLUMNS", "250")
+        with pytest.raises(SystemExit):
+            main(["data", "convert", "--help"])
+        assert "options of --format scale_test:\n  also --times (listed above)" in capsys.readouterr().out
+        src = _jsonl(tmp_path / "in.jsonl", [{"q": "p1", "a": "x", "b": "y"}])
+        out = tmp_path / "o.jsonl"
+        assert main(["data", "convert", "-f", "scale_test", str(src), "--out", str(out), "--times", "2.5"]) == 0
+        assert read_records(out)[0].scores == [2.5, 0.0]
+        assert main(["data", "convert", "-f", "echo_test", str(src), "--out", str(out), "--times", "2.5"]) == 2
+        assert "--format echo_test: times: cannot read '2.5' as int" in capsys.readouterr().err
+    finally:
+        unregister_source("scale_test")
