@@ -124,3 +124,27 @@ def test_train_unwritable_output_dir(tmp_path: Path, capsys: pytest.CaptureFixtu
     rc, err = _run(_train_argv(tmp_path, UNWRITABLE), capsys)
     assert rc == 2 and err.count("\n") == 0
     assert f"output_dir '{UNWRITABLE}' cannot be written: no permission to create files in '/proc'" in err
+
+
+@pytest.mark.parametrize("case", ["folder_for_file", "file_for_folder", "parent_is_file", "unwritable"])
+def test_rank_bad_out_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    def no_work(*a: object, **k: object) -> None:
+        raise AssertionError("rank read its input before checking --out")
+
+    monkeypatch.setattr("rankalign.commands.rank._load", no_work)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    (tmp_path / "dir.jsonl").mkdir()
+    out, message = {
+        "folder_for_file": (tmp_path / "dir.jsonl", "is a folder, but a .jsonl output is a file: name a file"),
+        "file_for_folder": (a_file, "exists and is a file, not a saved datasets folder; remove it"),
+        "parent_is_file": (a_file / "o.jsonl", f"'{a_file}' is a file, not a folder"),
+        "unwritable": (UNWRITABLE / "o.jsonl", "cannot be written: no permission to create files in '/proc'; "
+                                                "choose a writable location"),
+    }[case]
+    if case == "unwritable" and not Path("/proc/self").exists():
+        pytest.skip("needs Linux /proc")
+    rc, err = _run(["rank", str(_data(tmp_path)), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 2 and err.count("\n") == 0 and str(out) in err
+    assert message in err

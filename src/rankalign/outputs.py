@@ -36,19 +36,32 @@ def check_output_dir(path: str | os.PathLike[str], option: str, files: Iterable[
     if p.exists() and not p.is_dir():
         raise UserError(f"{option} {str(p)!r} is a file, but a folder is expected: remove the file or "
                         "choose another folder")
-    existing = _nearest_existing(p)
-    if not existing.is_dir():
-        raise UserError(f"{option} {str(p)!r} cannot be created: {str(existing)!r} is a file, not a folder; "
-                        "choose another location")
-    if not _can_create_in(existing):
-        raise UserError(f"{option} {str(p)!r} cannot be written: no permission to create files in "
-                        f"{str(existing)!r}; choose a writable location")
+    check_can_create(p, option)
     for name in files:
         target = p / name
         if target.is_dir():
             raise UserError(f"{option} {str(p)!r}: {str(target)!r} is a folder, but a file is written there; "
                             "remove it or choose another folder")
     return p
+
+
+def check_can_create(path: str | os.PathLike[str], option: str, *, beside: bool = False) -> None:
+    """Check that files can be created in the folder ``path`` (existing or not) or, with
+    ``beside=True``, next to ``path`` (an output written as a temporary, then renamed onto it).
+
+    Raises:
+        UserError: the closest existing ancestor is a file, or no file can be created in it
+            (probed by creating a temporary file, which also holds for root and read-only
+            file systems, where ``os.access`` says yes).
+    """
+    p = Path(path)
+    existing = _nearest_existing(p.parent if beside else p)
+    if not existing.is_dir():
+        raise UserError(f"{option} {str(p)!r} cannot be created: {str(existing)!r} is a file, not a folder; "
+                        "choose another location")
+    if not _can_create_in(existing):
+        raise UserError(f"{option} {str(p)!r} cannot be written: no permission to create files in "
+                        f"{str(existing)!r}; choose a writable location")
 
 
 def _nearest_existing(p: Path) -> Path:

@@ -102,6 +102,16 @@ def _load(args: argparse.Namespace, report: Any) -> list[Any]:
     return read_records(path, on_error=args.on_error, report=report)
 
 
+def _check_out(out: str) -> None:
+    """``--out`` checked before any work: a file/folder of the right kind (``data.io``) in a place
+    where files can be created (it is written as a temporary beside it, then renamed)."""
+    from rankalign.data.io import check_output_path
+    from rankalign.outputs import check_can_create
+
+    check_output_path(out)
+    check_can_create(out, "--out", beside=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Rank, write, summarise. Returns 0; user errors propagate to the dispatcher (exit 2)."""
     from rankalign.data.io import LoadReport, write_records
@@ -117,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     }
     config = RankingConfig(**{k: v for k, v in overrides.items() if v is not None})
     show = not args.no_progress
+    _check_out(args.out)
 
     start = time.perf_counter()
     report = LoadReport()
