@@ -522,13 +522,11 @@ def check_output_path(path: str | os.PathLike[str]) -> None:
         what = "a folder" if p.is_dir() else "a file"
         raise UserError(f"output {str(p)!r} exists and is {what}, not a saved datasets folder; remove it, "
                         "or name a new folder (or a .jsonl/.parquet file)")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"cannot write {str(p)!r}: {str(parent)!r} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {str(p)!r}: the folder {str(parent)!r} is not writable")
+    from rankalign.outputs import check_can_create
+
+    # a parent that is a file, or no file can be created beside the output (probed, so
+    # root and read-only file systems are covered too)
+    check_can_create(p, "output", beside=True)
 
 
 def write_records(records: Iterable[ListRecord], path: str | os.PathLike[str]) -> int:
