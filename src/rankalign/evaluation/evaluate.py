@@ -108,6 +108,18 @@ def score_generations(
         raise ValueError("no records to evaluate")
     ks = parse_ks(ks)
     gold = [M.gold_order(r) for r in records]
+    sims = _similarities(records, generations, embed_fn)  # N rows [M_n]
+    per = _per_example(records, generations, embed_fn, sims, gold, ks, cosim_structure_weight)
+    estimates = {name: M.estimate(v, n=n_bootstrap, alpha=alpha, seed=seed).to_dict() for name, v in per.items()}
+    refs = [r.responses[g[0]].text for r, g in zip(records, gold)]
+    extra = {"corpus_BLEU": M.corpus_bleu(list(generations), refs)}
+    return EvalResult(metrics=estimates, extra=extra,
+                      examples=_examples(records, generations, gold, sims, per, max(ks)))
+
+
+def _similarities(records: Sequence[ListRecord], generations: Sequence[str],
+                  embed_fn: M.EmbedFn | Callable[[list[str]], np.ndarray]) -> list[np.ndarray]:
+    """Sim(x, R_i): per record, the cosine of its generation with each candidate (one embedding call)."""
     cand_texts = [resp.text for r in records for resp in r.responses]
     all_emb = np.asarray(embed_fn(list(generations) + cand_texts), dtype=np.float64)
     n = len(records)
@@ -117,8 +129,14 @@ def score_generations(
     for r in records:
         cand_emb.append(rest[pos:pos + r.num_responses])
         pos += r.num_responses
-    sims = M.similarity_rows(gen_emb, cand_emb)  # N rows [M_n]
+    return M.similarity_rows(gen_emb, cand_emb)
 
+
+def _per_example(records: Sequence[ListRecord], generations: Sequence[str],
+                 embed_fn: M.EmbedFn | Callable[[list[str]], np.ndarray], sims: list[np.ndarray],
+                 gold: list[list[int]], ks: Sequence[int], cosim_structure_weight: float) -> dict[str, np.ndarray]:
+    """Every metric's per-example values ``[N]``: PrefHit@k, PrefRecall@k, BLEU, ROUGE-L, CoSim
+    against the gold best response, and SaferHit when every record names its safer response."""
     per: dict[str, np.ndarray] = {}
     for k in ks:
         per[f"PrefHit@{k}"] = M.pref_hit_per_example(sims, gold, k)
@@ -132,22 +150,22 @@ def score_generations(
     safer = [r.meta.get("safer_id") for r in records]
     if all(isinstance(x, int) and not isinstance(x, bool) for x in safer):  # PKU-SafeRLHF (SeAdpra App. B)
         per["SaferHit"] = M.safer_hit_per_example(sims, safer)  # type: ignore[arg-type]
+    return per
 
-    estimates = {name: M.estimate(v, n=n_bootstrap, alpha=alpha, seed=seed).to_dict() for name, v in per.items()}
-    extra = {"corpus_BLEU": M.corpus_bleu(hyps, refs)}
-    kmax = max(ks)
-    examples = []
-    for i, r in enumerate(records):
-        examples.append({
-            "id": r.id,
-            "generation": generations[i],
-            "gold_order": gold[i],
-            "similarities": [round(float(s), 6) for s in sims[i]],
-            "phi": M.top_k_by_similarity(sims[i], 1)[0],
-            "psi": M.top_k_by_similarity(sims[i], min(kmax, r.num_responses)),
-            **{name: float(v[i]) for name, v in per.items()},
-        })
-    return EvalResult(metrics=estimates, extra=extra, examples=examples)
+
+def _examples(records: Sequence[ListRecord], generations: Sequence[str], gold: list[list[int]],
+              sims: list[np.ndarray], per: dict[str, np.ndarray], kmax: int) -> list[dict[str, Any]]:
+    """One row per record for generations.jsonl: the answer, gold order, similarities, Phi, Psi_k
+    and every metric's value for this example."""
+    return [{
+        "id": r.id,
+        "generation": generations[i],
+        "gold_order": gold[i],
+        "similarities": [round(float(s), 6) for s in sims[i]],
+        "phi": M.top_k_by_similarity(sims[i], 1)[0],
+        "psi": M.top_k_by_similarity(sims[i], min(kmax, r.num_responses)),
+        **{name: float(v[i]) for name, v in per.items()},
+    } for i, r in enumerate(records)]
 
 
 def evaluate_model(

@@ -63,49 +63,63 @@ def generate_responses(
     prompts = list(prompts)
     if not prompts:
         return []
-    import torch
     from tqdm.auto import tqdm
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    texts = [format_prompt(tokenizer, p, system_prompt) for p in prompts]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    if max_prompt_length is not None:
-        encoded = [ids[-max_prompt_length:] for ids in encoded]
+    encoded = _encode_prompts(tokenizer, prompts, max_prompt_length, system_prompt)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(prompts)
-    pad_id = tokenizer.pad_token_id
-    eos_id = tokenizer.eos_token_id
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not show_progress)
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            # left padding: [B, T], the prompt ends at column T-1 in every row
-            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids = encoded[i]
-                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                attention[row, width - len(ids):] = 1
-            with torch.no_grad():
-                out = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention.to(device),
-                    max_new_tokens=max_new_tokens,
-                    num_beams=num_beams,
-                    do_sample=False,
-                    pad_token_id=pad_id,
-                    eos_token_id=eos_id,
-                )  # [B, T + new]
-            for row, i in enumerate(idx):
-                outputs[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+            answers = _generate_batch(model, tokenizer, [encoded[i] for i in idx], max_new_tokens=max_new_tokens,
+                                      num_beams=num_beams)
+            for i, answer in zip(idx, answers):
+                outputs[i] = answer
             bar.update(len(idx))
     finally:
         bar.close()
         if was_training:
             model.train()
     return outputs
+
+
+def _encode_prompts(tokenizer: Any, prompts: list[str], max_prompt_length: int | None,
+                    system_prompt: str | None) -> list[list[int]]:
+    """Token ids of each formatted prompt, keeping the last ``max_prompt_length`` tokens."""
+    texts = [format_prompt(tokenizer, p, system_prompt) for p in prompts]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    if max_prompt_length is not None:
+        encoded = [ids[-max_prompt_length:] for ids in encoded]
+    return encoded
+
+
+def _generate_batch(model: Any, tokenizer: Any, encoded: list[list[int]], *, max_new_tokens: int,
+                    num_beams: int) -> list[str]:
+    """One left-padded ``generate`` call (greedy or beam search); the decoded continuations."""
+    import torch
+
+    pad_id = tokenizer.pad_token_id
+    width = max(len(ids) for ids in encoded)
+    # left padding: [B, T], the prompt ends at column T-1 in every row
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids):] = 1
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            pad_token_id=pad_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # [B, T + new]
+    return [tokenizer.decode(out[row, width:], skip_special_tokens=True).strip() for row in range(len(encoded))]
