@@ -199,6 +199,29 @@ def dynamic_ranking(
         ValueError: wrong shapes, a non-finite or asymmetric ``delta``, an ARank that is not a
             permutation.
     """
+    d, m, squeeze = _checked_apdf(delta, mask)
+    b, n, _ = d.shape
+    if arank is None:
+        order = input_order(m)
+    else:
+        a = np.asarray(arank)
+        order = _check_order(a[None] if squeeze and a.ndim == 1 else a, b, n, "arank")
+    # apos[b, i] = position of response i in ARank (0 = best)
+    apos = np.empty((b, n), dtype=np.int64)
+    np.put_along_axis(apos, order, np.broadcast_to(np.arange(n), (b, n)), axis=1)
+    picked_at = _pick_rounds(d, m, apos)
+    # final order: picked responses by round, then the rest in ARank order, then padding
+    key = np.where(picked_at >= 0, picked_at, np.where(m, n + apos, 2 * n + np.arange(n)))
+    out = np.argsort(key, axis=1, kind="stable").astype(np.int64)
+    return out[0] if squeeze else out
+
+
+def _checked_apdf(delta: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(delta [B, M, M] float64 with padded pairs zeroed, mask [B, M] bool, squeeze)``.
+
+    ``squeeze`` is True when a single ``[M, M]`` matrix was given. Raises ``ValueError`` on
+    wrong shapes, non-finite entries among real pairs, or an asymmetric matrix.
+    """
     d = np.asarray(delta, dtype=np.float64)
     squeeze = d.ndim == 2
     if squeeze:
@@ -220,15 +243,17 @@ def dynamic_ranking(
     d = np.where(pair_real, d, 0.0)
     if not np.allclose(d, np.swapaxes(d, 1, 2), rtol=1e-9, atol=1e-12):
         raise ValueError("delta must be symmetric (an APDF matrix is); got an asymmetric matrix")
-    if arank is None:
-        order = input_order(m)
-    else:
-        a = np.asarray(arank)
-        order = _check_order(a[None] if squeeze and a.ndim == 1 else a, b, n, "arank")
-    # apos[b, i] = position of response i in ARank (0 = best)
-    apos = np.empty((b, n), dtype=np.int64)
-    np.put_along_axis(apos, order, np.broadcast_to(np.arange(n), (b, n)), axis=1)
+    return d, m, squeeze
 
+
+def _pick_rounds(d: np.ndarray, m: np.ndarray, apos: np.ndarray) -> np.ndarray:
+    """``[B, M]`` round in which each response is appended to D^R (-1: never picked).
+
+    Each round, per list: the largest remaining entry (r, c), r < c (first in row-major order),
+    gives the one of r, c ranked first in ARank (``apos``); stop when the remaining submatrix
+    is all zeros. Vectorised over the batch; at most M - 1 rounds.
+    """
+    b, n, _ = d.shape
     upper = np.triu(np.ones((n, n), dtype=bool), k=1)  # r < c
     remaining = m.copy()
     picked_at = np.full((b, n), -1, dtype=np.int64)  # round in which a response was appended
@@ -245,7 +270,4 @@ def dynamic_ranking(
         sel = rows[go]
         picked_at[sel, win[go]] = step
         remaining[sel, win[go]] = False
-    # final order: picked responses by round, then the rest in ARank order, then padding
-    key = np.where(picked_at >= 0, picked_at, np.where(m, n + apos, 2 * n + np.arange(n)))
-    out = np.argsort(key, axis=1, kind="stable").astype(np.int64)
-    return out[0] if squeeze else out
+    return picked_at

@@ -242,31 +242,47 @@ def embed_texts(
         if todo:
             if encoder is None:
                 encoder = load_embedder(model, device)
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), desc="embedding", unit="text", disable=not show_progress)
-            for batch in _batches(todo, batch_size):
-                out = np.asarray(encoder.encode(batch), dtype=np.float32)
-                if out.ndim != 2 or out.shape[0] != len(batch):
-                    raise UserError(
-                        f"embedding model {model_id!r} returned shape {out.shape} for {len(batch)} texts; "
-                        "expected [n_texts, dim]"
-                    )
-                out = l2_normalise(out)
-                new = dict(zip(batch, out))
-                vectors.update(new)
-                if cache is not None:
-                    cache.put_many({keys[t]: v for t, v in new.items()})
-                bar.update(len(batch))
-            bar.close()
-        dims = {v.shape[0] for v in vectors.values()}
-        if len(dims) != 1:
-            raise UserError(
-                f"cached embeddings for model {model_id!r} have different sizes {sorted(dims)}; "
-                "delete the cache folder or use another model id"
-            )
-        return np.stack([vectors[t] for t in texts]).astype(np.float32)
+            vectors.update(_encode_new(encoder, model_id, todo, keys, cache, batch_size, show_progress))
+        return _stack(vectors, texts, model_id)
     finally:
         if cache is not None:
             with contextlib.suppress(Exception):
                 cache.close()
+
+
+def _encode_new(encoder: TextEncoder, model_id: str, todo: list[str], keys: dict[str, str],
+                cache: EmbeddingCache | None, batch_size: int, show_progress: bool) -> dict[str, np.ndarray]:
+    """Embed ``todo`` in batches (L2-normalised); each batch goes into ``cache`` (under ``keys``) as it comes.
+
+    Raises:
+        UserError: the encoder returns a shape other than ``[n_texts, dim]``.
+    """
+    from tqdm.auto import tqdm
+
+    vectors: dict[str, np.ndarray] = {}
+    bar = tqdm(total=len(todo), desc="embedding", unit="text", disable=not show_progress)
+    for batch in _batches(todo, batch_size):
+        out = np.asarray(encoder.encode(batch), dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != len(batch):
+            raise UserError(
+                f"embedding model {model_id!r} returned shape {out.shape} for {len(batch)} texts; "
+                "expected [n_texts, dim]"
+            )
+        new = dict(zip(batch, l2_normalise(out)))
+        vectors.update(new)
+        if cache is not None:
+            cache.put_many({keys[t]: v for t, v in new.items()})
+        bar.update(len(batch))
+    bar.close()
+    return vectors
+
+
+def _stack(vectors: dict[str, np.ndarray], texts: list[str], model_id: str) -> np.ndarray:
+    """``[N, D]`` rows of ``texts`` in order; cached vectors of different sizes are an error."""
+    dims = {v.shape[0] for v in vectors.values()}
+    if len(dims) != 1:
+        raise UserError(
+            f"cached embeddings for model {model_id!r} have different sizes {sorted(dims)}; "
+            "delete the cache folder or use another model id"
+        )
+    return np.stack([vectors[t] for t in texts]).astype(np.float32)
