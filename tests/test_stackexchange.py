@@ -1,8 +1,10 @@
-"""StaCoCoQA from StackExchange dumps (seed 000 §3.1, SPEC §3): rankalign.data.stackexchange.
+"""StaCoCoQA from StackExchange dumps (Yang, Zhao, Hu, Li, arXiv:2502.12189, §3.1):
+rankalign.data.stackexchange.
 
 Real dumps (coffee, ai.meta) are checked against counts taken independently with
 xml.etree.ElementTree; the code-block path and every bad-input case use small Posts.xml
-files written here.
+files written here. The outputs on all the shared dumps are compared with those of the
+pipeline before its rewrite by benchmarks/compare_stackexchange_outputs.py.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import pytest
 
 from rankalign.cli import main
 from rankalign.data.record import ListRecord
-from rankalign.data.se_html import has_code_block, html_to_text
 from rankalign.data.stackexchange import (
     QUESTION_REASONS,
     StackExchangeOptions,
     build_stacocoqa,
+    has_code_block,
+    html_to_text,
 )
 from rankalign.errors import ConfigError, UserError
 
@@ -328,7 +331,7 @@ def test_empty_file_is_a_clear_error(tmp_path, capsys, content):
 
 
 def test_failed_build_leaves_no_output(tmp_path, monkeypatch):
-    import rankalign.data.stackexchange as se
+    from rankalign.data.stackexchange import stats
 
     posts = small_site(tmp_path)
     work = tmp_path / "work"
@@ -337,11 +340,19 @@ def test_failed_build_leaves_no_output(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(se, "_plot_stats", boom)
+    monkeypatch.setattr(stats, "plot_stats", boom)
     with pytest.raises(RuntimeError, match="killed"):
         build_stacocoqa(posts, tmp_path / "o", _opts(work_dir=str(work)))
     assert list((tmp_path / "o").iterdir()) == []  # no train/test/summary, no staging folder
     assert list(work.iterdir()) == []  # the parquet work folder is gone
+    # over an earlier build: its files stay whole, none is replaced by a half-written one
+    monkeypatch.undo()
+    build_stacocoqa(posts, tmp_path / "o", _opts(test_fraction=0.0))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+    monkeypatch.setattr(stats, "plot_stats", boom)
+    with pytest.raises(RuntimeError, match="killed"):
+        build_stacocoqa(posts, tmp_path / "o", _opts(test_fraction=0.5))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == before
 
 
 # ----------------------------------------------------------------------------- wrappers, folders
@@ -397,8 +408,12 @@ def test_options_are_validated_all_at_once():
         StackExchangeOptions.from_dict({"min_answers": 1, "test_fraction": 1.5, "start": "yesterday"})
     text = str(exc.value)
     assert "3 configuration problems" in text and "--min-answers" in text and "--test-fraction" in text
-    with pytest.raises(ConfigError, match="unknown option"):
+    with pytest.raises(ConfigError, match=r"unknown key 'min_answer' \(did you mean 'min_answers'"):
         StackExchangeOptions.from_dict({"min_answer": 2})
+    # strings (from the command line or YAML) become the field types; a bad one is named
+    assert StackExchangeOptions.from_dict({"min_answers": "3", "code_filter": "false"}).min_answers == 3
+    with pytest.raises(ConfigError, match="min_answers: cannot read 'many' as int"):
+        StackExchangeOptions.from_dict({"min_answers": "many"})
 
 
 def test_cli_end_to_end(tmp_path, capsys):
@@ -421,7 +436,7 @@ def test_parallel_byte_ranges_give_the_same_build(tmp_path, monkeypatch):
     """A plain Posts.xml parsed as byte ranges by 2 processes gives the single-stream build:
     same records, counts (a duplicate Id across the ranges keeps its first row), malformed
     row numbers, and the XML error of a truncated tail at the same line with the same rows_before."""
-    import rankalign.data.stackexchange as se
+    from rankalign.data.stackexchange import inputs as se
 
     rows = []
     for i in range(1, 41):
@@ -467,7 +482,8 @@ def test_question_chunks_cut_whole_questions_at_the_limits(monkeypatch):
 
     import pyarrow as pa
 
-    import rankalign.data.stackexchange as se
+    from rankalign.data.stackexchange import join
+    from rankalign.data.stackexchange.records import chunk_columns, group_rows
 
     rnd = random.Random(7)
     rows = []
@@ -478,15 +494,15 @@ def test_question_chunks_cut_whole_questions_at_the_limits(monkeypatch):
     cols = list(zip(*rows, strict=True))
     types = [pa.int64(), pa.int32(), pa.int64(), pa.string(), pa.string(), pa.string(), pa.string(),
              pa.int64(), pa.int64(), pa.int64(), pa.int64()]
-    table = pa.Table.from_arrays([pa.array(c, t) for c, t in zip(cols, types, strict=True)], names=list(se._STREAM_COLS))
+    table = pa.Table.from_arrays([pa.array(c, t) for c, t in zip(cols, types, strict=True)], names=list(join.STREAM_COLS))
     naive: list[list[tuple]] = []
     for row in rows:
         if not naive or naive[-1][0][0] != row[0]:
             naive.append([])
         naive[-1].append(row)
     for max_q, max_chars in ((4, 10**9), (10**9, 100), (3, 60), (1, 1)):
-        monkeypatch.setattr(se, "CONVERT_QUESTIONS", max_q)
-        monkeypatch.setattr(se, "CONVERT_CHARS", max_chars)
+        monkeypatch.setattr(join, "CONVERT_QUESTIONS", max_q)
+        monkeypatch.setattr(join, "CONVERT_CHARS", max_chars)
         sizes = [rnd.randrange(1, 30) for _ in range(40)]
         batches, start = [], 0
         for size in sizes:
@@ -495,7 +511,7 @@ def test_question_chunks_cut_whole_questions_at_the_limits(monkeypatch):
             start += size
         if start < table.num_rows:
             batches.extend(table.slice(start).to_batches())
-        chunks = [se._group_rows(se._chunk_columns(c)) for c in se._question_chunks(iter(batches))]
+        chunks = [group_rows(chunk_columns(c)) for c in join.question_chunks(iter(batches))]
         assert [g for c in chunks for g in c] == naive
         for c in chunks[:-1]:  # reference rule: stop after the group that reaches a limit
             chars = [sum(len(r[5] or "") for r in g) for g in c]
@@ -507,9 +523,9 @@ def test_question_chunks_cut_whole_questions_at_the_limits(monkeypatch):
 def test_pool_workers_do_not_import_pandas():
     """pyarrow would import pandas (~0.4 s per worker) on its first pa.array; the pool's
     initializer stops that, and the Parquet writing path still works without it."""
-    from rankalign.data.stackexchange import _pool
+    from rankalign.data.stackexchange.pipeline import _pool
 
-    with _pool(2, 1) as pool:
+    with _pool(2) as pool:
         assert pool is not None
         assert pool.submit(_pandas_loaded_after_parquet_write).result() is False
 
@@ -527,38 +543,37 @@ def _pandas_loaded_after_parquet_write() -> bool:
     return "pandas" in sys.modules
 
 
-# ----------------------------------------------------------------------------- C parse
-def _parse_all_ways(monkeypatch, posts: Path, tmp_path: Path, byte_range=None):
-    """parse_posts with libxml2 + the row checks in C and in Python (lxml): (table sorted by
-    seq, rows, counts, bad rows, error) for each."""
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_route_lines_copies_runs_to_their_files(tmp_path, monkeypatch, kernel_copy):
+    import array
+    import os
+
+    import numpy as np
+
+    from rankalign.data.stackexchange.output import route_lines
+
+    if not kernel_copy:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    lines = [f'{{"id": {i}, "t": "{"x" * (i % 7)}"}}\n'.encode() for i in range(50)]
+    part = tmp_path / "part.jsonl"
+    part.write_bytes(b"".join(lines))
+    lengths = array.array("I", map(len, lines)).tobytes()
+    assign = np.random.default_rng(0).integers(0, 3, size=60).astype(np.uint8)  # longer than the part
+    with open(tmp_path / "a", "wb", buffering=0) as fa, open(tmp_path / "b", "wb", buffering=0) as fb:
+        assert route_lines(str(part), lengths, assign, (None, fa, fb)) == 50
+    for k, name in ((1, "a"), (2, "b")):
+        assert (tmp_path / name).read_bytes() == b"".join(ln for ln, w in zip(lines, assign, strict=False) if w == k)
+
+
+# ----------------------------------------------------------------------------- row checks
+def test_row_checks_on_malformed_rows(tmp_path):
+    """Each kind of malformed row is counted once and not kept; the kept rows' columns are
+    as written (a lowercase ``<code`` marks a code block, an upper-case one does not)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rankalign.data import stackexchange as se
+    from rankalign.data.stackexchange import parse_posts
 
-    if se._posts_parser(0) is None:
-        pytest.skip("the C parse is not built here (no compiler when installing)")
-    out = []
-    for name in ("c", "py"):
-        with monkeypatch.context() as m:
-            if name == "py":
-                m.setenv("RANKALIGN_PURE_PYTHON", "1")
-            d = tmp_path / name
-            d.mkdir(parents=True)
-            r = se.parse_posts("s", posts, d, chunk_rows=3, byte_range=byte_range)
-        table = pa.concat_tables([pq.read_table(c) for c in r.chunks]).sort_by("seq") if r.chunks else None
-        out.append((table, r.rows, dict(r.counts), r.bad_rows, r.error))
-    return out
-
-
-def _same(results) -> None:
-    (tc, *c), *others = results
-    for t, *o in others:
-        assert (tc is None and t is None) or tc.equals(t)
-        assert c == o
-
-
-def test_c_parse_equals_python_on_malformed_rows(monkeypatch, tmp_path):
     rows = [
         q(1, CODE_Q, acc=11), ans(10, 1, "<p>a</p>"), ans(11, 1, "<p>b</p>"),
         '  <row Id="5" PostTypeId="1" Score="1" Body="x" Title="t" />',                            # no date
@@ -580,13 +595,19 @@ def test_c_parse_equals_python_on_malformed_rows(monkeypatch, tmp_path):
         '  <row Id="21" PostTypeId="2" ParentId="1" CreationDate="2020-01-01" Score="99999999999999999999" Body="b" />',
     ]
     posts = write_posts(tmp_path / "s" / "Posts.xml", rows)
-    results = _parse_all_ways(monkeypatch, posts, tmp_path)
-    _same(results)
-    t, _n, counts, _bad, _err = results[0]
-    assert counts["malformed row"] == 11 and counts["other post types"] == 1 and t.num_rows == 8
+    (tmp_path / "w").mkdir()
+    r = parse_posts("s", posts, tmp_path / "w", chunk_rows=3)
+    t = pa.concat_tables([pq.read_table(c) for c in r.chunks]).sort_by("seq")
+    # malformed: 5, 6, no Id, 7, 8, 12, 13, PostTypeId 5 without Id, 15 (no PostTypeId), 18, 21 = 11
+    # (Score " 3 " and ParentId "1_0" are ints for Python's int(); 2020-02-29 exists, 2019-02-29 does not)
+    assert r.counts["malformed row"] == 11 and r.counts["other post types"] == 1 and r.rows == 20
+    assert t.column("id").to_pylist() == [1, 10, 11, 9, 16, 17, 19, 20] and len(r.bad_rows) == 10
     code = dict(zip(t.column("id").to_pylist(), t.column("has_code").to_pylist(), strict=True))
-    # "<codex" then "<CODE" + NBSP; "<code" + EM SPACE; a lowercase "<code" must be there (has_code_block)
-    assert code[19] is True and code[20] is True
+    assert code[1] is True and code[9] is False and code[20] is True  # "<code" + EM SPACE
+    assert code[19] is True  # "<codex" does not count, "<CODE" + NO-BREAK SPACE does (any case, any space)
+    acc = dict(zip(t.column("id").to_pylist(), t.column("accepted_answer_id").to_pylist(), strict=True))
+    assert acc[9] is None and acc[20] == 5
+    assert t.filter(pa.compute.equal(t.column("id"), 19)).column("title").to_pylist() == ['T & "q"']
 
 
 @pytest.mark.parametrize("tail", [
@@ -595,80 +616,267 @@ def test_c_parse_equals_python_on_malformed_rows(monkeypatch, tmp_path):
     b'  <row Id="30" PostTypeId="2" ParentId="2" Score="1" Body="&nbsp;" />\n</posts>',
     b'  <row Id="30" PostTypeId="2" ParentId="2" Score="1" Body="a" /><row Id="31" <',
 ])
-def test_c_parse_reports_xml_errors_as_lxml(monkeypatch, tmp_path, tail):
-    results = _parse_all_ways(monkeypatch, _broken(tmp_path, tail), tmp_path)
-    _same(results)
-    assert results[0][4] is not None and results[0][4]["rows_before"] >= 6
+def test_parse_reports_xml_errors_with_the_rows_before(tmp_path, tail):
+    from rankalign.data.stackexchange import parse_posts
+
+    p = _broken(tmp_path, tail)
+    r = parse_posts("s", p, p.parent)
+    assert r.error is not None and r.error["line"] == 9 and r.error["file"] == str(p)
+    assert r.error["rows_before"] == r.rows >= 6 and r.counts["questions"] == 2
 
 
-def test_c_parse_leaves_a_doctype_to_lxml(monkeypatch, tmp_path):
+def test_a_doctype_with_entities_is_parsed(tmp_path):
+    import pyarrow.parquet as pq
+
+    from rankalign.data.stackexchange import parse_posts
+
     posts = tmp_path / "Posts.xml"
     posts.write_text('<?xml version="1.0"?>\n<!DOCTYPE posts [<!ENTITY who "me">]>\n<posts>\n'
                      '  <row Id="1" PostTypeId="1" CreationDate="2020-01-01T00:00:00" Score="1" Body="&who;" '
                      'Title="t" />\n</posts>\n')
-    results = _parse_all_ways(monkeypatch, posts, tmp_path)
-    _same(results)
-    assert results[0][0].column("body").to_pylist() == ["me"]
+    r = parse_posts("s", posts, tmp_path)
+    assert r.error is None and pq.read_table(r.chunks[0]).column("body").to_pylist() == ["me"]
 
 
-def test_c_parse_equals_python_on_real_dumps_and_byte_ranges(monkeypatch, shared_data, tmp_path):
-    from rankalign.data.stackexchange import plan_ranges
+# ----------------------------------------------------------------------------- the filter table
+def _facts_rows(seed: int, n: int = 400) -> list:
+    """Random question facts, consistent as the join stage makes them (an empty pool has no
+    votes; the accepted answer is in the pool only when it was found)."""
+    import random
 
-    for site in ("coffee", "ai.meta"):
-        posts = shared_data / "stackexchange" / site / "Posts.xml"
-        results = _parse_all_ways(monkeypatch, posts, tmp_path / site)
-        _same(results)
-        assert results[0][0].num_rows > 100
-        for k, rng in enumerate(plan_ranges(posts, 3, min_bytes=1) or []):
-            _same(_parse_all_ways(monkeypatch, posts, tmp_path / f"{site}-{k}", byte_range=rng))
+    from rankalign.data.stackexchange.filters import QuestionFacts
 
-
-
-
-@pytest.mark.parametrize("kernel_copy", [True, False])
-def test_route_lines_copies_runs_to_their_files(tmp_path, monkeypatch, kernel_copy):
-    import array
-    import os
-
-    import numpy as np
-
-    from rankalign.data.stackexchange import _route_lines
-
-    if not kernel_copy:
-        monkeypatch.delattr(os, "copy_file_range", raising=False)
-    lines = [f'{{"id": {i}, "t": "{"x" * (i % 7)}"}}\n'.encode() for i in range(50)]
-    part = tmp_path / "part.jsonl"
-    part.write_bytes(b"".join(lines))
-    lengths = array.array("I", map(len, lines)).tobytes()
-    assign = np.random.default_rng(0).integers(0, 3, size=60).astype(np.uint8)  # longer than the part
-    with open(tmp_path / "a", "wb", buffering=0) as fa, open(tmp_path / "b", "wb", buffering=0) as fb:
-        assert _route_lines(str(part), lengths, assign, (None, fa, fb)) == 50
-    for k, name in ((1, "a"), (2, "b")):
-        assert (tmp_path / name).read_bytes() == b"".join(ln for ln, w in zip(lines, assign, strict=False) if w == k)
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        pool = rnd.choice([0, 1, 2, 3, 5, 9])
+        votes = [rnd.randint(-3, 6) for _ in range(pool)]
+        found = rnd.random() < 0.8
+        out.append(QuestionFacts(
+            accepted_answer_id=None if rnd.random() < 0.2 else rnd.randint(1, 10**12), acc_found=found,
+            has_code=rnd.random() < 0.5, created=f"{rnd.randint(2009, 2024)}-0{rnd.randint(1, 9)}-01T12:00:00.000",
+            acc_ok=found and pool > 0 and rnd.random() < 0.8, pool=pool,
+            vmax=max(votes) if votes else None, vmin=min(votes) if votes else None))
+    return out
 
 
-def test_c_records_are_the_python_bytes(monkeypatch, tmp_path):
-    from rankalign.data import stackexchange as se
+FILTER_OPTIONS = [
+    {}, {"code_filter": False}, {"start": "2015-01-01"}, {"end": "2016-03-01T00:00:00"},
+    {"start": "2012-05-01", "end": "2020-01-01", "min_answers": 3, "min_vote_spread": 2},
+    {"min_vote_spread": 0, "max_answers": 4, "min_answer_votes": 1, "max_question_tokens": 5},
+]
 
-    if se._records_in_c(se.StackExchangeOptions()) is None:
-        pytest.skip("the C records are not built here (no compiler when installing)")
-    tricky = "&lt;p&gt;q &amp;quot;x&amp;quot; \\ back\\slash \t tab &#xD; \u00e9 \U0001f600 \u2028&lt;/p&gt;"
-    rows = [
-        q(1, CODE_Q, acc=11), ans(10, 1, "<p>a \"quoted\" \\ </p>"), ans(11, 1, "<p>b\u00e9</p>", -3),
-        q(2, INLINE_Q, acc=21), ans(20, 2, "  "), ans(21, 2, "<p>kept</p>"), ans(22, 2, "<p>c</p>"),  # empty answer
-        q(3, INLINE_Q, acc=30), ans(30, 3, "<p></p>"), ans(31, 3, "<p>x</p>"), ans(32, 3, "<p>y</p>"),  # acc filtered
-        q(4, INLINE_Q, acc=41), ans(41, 4, "<p>only</p>"),                                               # pool too small
-        '  <row Id="5" PostTypeId="1" CreationDate="2021-05-01T00:00:00.000" Score="-2" '
-        f'Body="{tricky}" Title="  \u00a0Title \\ &quot;q&quot; " Tags="|a|b\u00e9|" AcceptedAnswerId="51" />',
-        ans(50, 5, tricky.replace("&lt;p&gt;", "&lt;pre&gt;"), 7), ans(51, 5, "<p>z</p>", 0),
-    ]
+
+@pytest.mark.parametrize("options", FILTER_OPTIONS)
+def test_every_filter_gives_the_same_answer_in_sql_and_python(options):
+    """Each filter with a SQL form is evaluated by DuckDB (as the join stage does: a NULL
+    test passes) and in Python on the same random facts: the same rows fail, and the SQL
+    CASE of the join stage names the same first reason as the Python loop of the records stage."""
+    import duckdb
+
+    from rankalign.data.stackexchange.filters import (
+        ANSWER_FILTERS,
+        QUESTION_FILTERS,
+        active,
+        first_failure,
+        sql_case,
+        sql_passes,
+    )
+
+    opts = _opts(**options)
+    rows = _facts_rows(len(str(options)))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE qstat (accepted_answer_id BIGINT, acc_found BOOLEAN, has_code BOOLEAN, "
+                "created VARCHAR, acc_ok BOOLEAN, pool BIGINT, vmax BIGINT, vmin BIGINT)")
+    con.executemany("INSERT INTO qstat VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [tuple(r[:8]) for r in rows])
+    both = 0  # filters for which both outcomes occur in the sample
+    for f in active(QUESTION_FILTERS, opts, sql=True):
+        sql = [v for (v,) in con.execute(f"SELECT coalesce(({f.sql(opts)}), FALSE) FROM qstat "
+                                         "ORDER BY rowid").fetchall()]
+        assert sql == [f.fails(r, opts) for r in rows], f.reason
+        both += 0 < sum(sql) < len(rows)
+    assert both >= 4
+    firsts = [v for (v,) in con.execute(f"SELECT {sql_case(QUESTION_FILTERS, opts)} FROM qstat ORDER BY rowid")
+              .fetchall()]
+    assert firsts == [first_failure(active(QUESTION_FILTERS, opts, sql=True), r, opts) for r in rows]
+    # the answer filters: a.score against the vote threshold
+    from rankalign.data.stackexchange.filters import AnswerFacts
+
+    scores = list(range(-4, 8))
+    con.execute("CREATE TABLE answers (score BIGINT)")
+    con.executemany("INSERT INTO answers VALUES (?)", [(v,) for v in scores])
+    sql = [v for (v,) in con.execute(f"SELECT {sql_passes(ANSWER_FILTERS, opts)} FROM answers a "
+                                     "ORDER BY rowid").fetchall()]
+    py = [first_failure(active(ANSWER_FILTERS, opts, sql=True), AnswerFacts(s), opts) is None for s in scores]
+    assert sql == py
+
+
+def test_filter_table_is_the_one_list_of_reasons():
+    """The summary's reasons are the table's, in its order; the filters without a SQL form
+    are exactly those that need the texts or that a later answer filter can still change."""
+    from rankalign.data.stackexchange.filters import ANSWER_FILTERS, QUESTION_FILTERS
+
+    assert QUESTION_REASONS == tuple(f.reason for f in QUESTION_FILTERS)
+    assert [f.reason for f in QUESTION_FILTERS if f.sql is None] == [
+        "pool too large", "empty body", "question too long"]
+    assert [f.reason for f in ANSWER_FILTERS if f.sql is not None] == ["answer below min votes"]
+
+
+def test_pool_too_large_is_decided_after_the_answer_filters(tmp_path):
+    """A pool of 3 with an empty answer has 2 answers left: with --max-answers 2 it is kept
+    (the SQL stage could not have dropped it early)."""
+    rows = [q(1, CODE_Q, acc=11), ans(10, 1, " "), ans(11, 1, "<p>b</p>"), ans(12, 1, "<p>c</p>")]
     posts = write_posts(tmp_path / "s" / "Posts.xml", rows)
-    out = {}
-    for mode in ("c", "py"):
-        if mode == "py":
-            monkeypatch.setenv("RANKALIGN_PURE_PYTHON", "1")
-        s = build_stacocoqa(posts, tmp_path / mode, _opts(test_fraction=0.0, code_filter=False)).to_dict()
-        out[mode] = ((tmp_path / mode / "train.jsonl").read_bytes(), s["questions"], s["answers"])
-    assert out["c"] == out["py"]
-    train, _, _ = outputs(tmp_path / "c")
-    assert [r["id"] for r in train] == ["1", "2", "5"] and out["c"][1]["dropped"]["accepted answer filtered"] == 1
+    s = build_stacocoqa(posts, tmp_path / "o", _opts(max_answers=2, test_fraction=0.0))
+    assert s.questions["kept"] == 1 and s.answers["dropped"]["empty answer body"] == 1
+
+
+# ----------------------------------------------------------------------------- bad input: one line, no traceback
+def _cli_error(capsys, argv: list[str]) -> str:
+    rc = main(["data", "stackexchange", *argv, "-q", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("rankalign data: error:"), err
+    return err
+
+
+def _compressed(tmp_path: Path, kind: str, damage: str) -> Path:
+    import zstandard
+
+    raw = small_site(tmp_path).read_bytes()
+    packed = {"gz": lambda b: gzip.compress(b, mtime=0), "bz2": bz2.compress,
+              "zst": zstandard.ZstdCompressor().compress}[kind](raw)
+    data = packed[: len(packed) // 2] if damage == "truncated" else b"this is not a compressed file at all" * 40
+    p = tmp_path / f"Posts.xml.{kind}"
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize("kind, tool", [("gz", "gzip -t"), ("bz2", "bzip2 -t"), ("zst", "zstd -t")])
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_truncated_or_corrupt_compressed_dump(tmp_path, capsys, kind, tool, damage):
+    p = _compressed(tmp_path, kind, damage)
+    err = _cli_error(capsys, [str(p), "--out", str(tmp_path / "o")])
+    assert f"{p}: the compressed file is truncated or corrupt" in err and f"`{tool} {p}`" in err
+    assert list((tmp_path / "o").iterdir()) == []
+    with pytest.raises(UserError, match="truncated or corrupt"):  # in a pool worker too
+        build_stacocoqa(p, tmp_path / "o2", _opts(workers=2))
+
+
+@pytest.mark.parametrize("content", [b"not a 7z archive", b"7z\xbc\xaf\x27\x1c\x00\x04" + b"\x00" * 30])
+def test_a_7z_file_that_is_not_an_archive(tmp_path, capsys, content):
+    p = tmp_path / "site.7z"
+    p.write_bytes(content)
+    err = _cli_error(capsys, [str(p), "--out", str(tmp_path / "o")])
+    assert f"{p}: the compressed file is truncated or corrupt" in err and "`7z t" in err
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+    posts = small_site(tmp_path)
+    out = tmp_path / "out.txt"
+    out.write_text("keep me")
+    err = _cli_error(capsys, [str(posts), "--out", str(out)])
+    assert f"--out {out} is a file, not a folder" in err and out.read_text() == "keep me"
+    err = _cli_error(capsys, [str(posts), "--out", str(out / "sub")])  # a folder below a file
+    assert "cannot write there" in err
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_output_folder_that_cannot_be_written(tmp_path, capsys):
+    posts = small_site(tmp_path)
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        err = _cli_error(capsys, [str(posts), "--out", str(out)])
+    finally:
+        out.chmod(0o700)
+    assert "cannot write there" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--duckdb-memory", "lots"], "--duckdb-memory 'lots' is not a memory size; give a number and a unit"),
+    (["--duckdb-memory", "0MB"], "--duckdb-memory '0MB' is not a memory size"),
+    (["--duckdb-threads", "0"], "--duckdb-threads must be >= 1, got 0"),
+    (["--duckdb-threads", "two"], "duckdb_threads: cannot read 'two' as int"),
+    (["--min-answer", "2"], "unrecognized arguments: --min-answer"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, argv, message):
+    posts = small_site(tmp_path)
+    if argv[0] == "--min-answer":  # argparse's own error: usage, then the message, exit 2
+        with pytest.raises(SystemExit) as exc:
+            main(["data", "stackexchange", str(posts), "--out", str(tmp_path / "o"), *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+        return
+    assert message in _cli_error(capsys, [str(posts), "--out", str(tmp_path / "o"), *argv])
+    assert not (tmp_path / "o").exists()
+
+
+def test_work_dir_or_duckdb_temp_dir_that_is_a_file(tmp_path, capsys):
+    posts = small_site(tmp_path)
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for flag in ("--work-dir", "--duckdb-temp-dir"):
+        err = _cli_error(capsys, [str(posts), "--out", str(tmp_path / "o"), flag, str(f)])
+        assert f"{flag} {f} is a file, not a folder" in err
+    err = _cli_error(capsys, [str(posts), "--out", str(tmp_path / "o"), "--work-dir", str(f / "below")])
+    assert f"--work-dir {f / 'below'}: cannot create the work folder there" in err
+
+
+def test_duckdb_settings_are_used(tmp_path, monkeypatch):
+    """--duckdb-memory, --duckdb-threads and --duckdb-temp-dir reach DuckDB; the spill folder
+    is created inside the given folder and removed afterwards."""
+    import duckdb
+
+    seen = {}
+    real = duckdb.connect
+
+    def spy(*args, **kwargs):
+        con = real(*args, **kwargs)
+        seen.update(kwargs["config"])
+        seen["limit"] = con.execute("SELECT current_setting('memory_limit'), current_setting('threads')").fetchall()
+        return con
+
+    monkeypatch.setattr(duckdb, "connect", spy)
+    posts = small_site(tmp_path)
+    spill = tmp_path / "spill" / "here"
+    s = build_stacocoqa(posts, tmp_path / "o", _opts(duckdb_memory="1GiB", duckdb_threads=3,
+                                                     duckdb_temp_dir=str(spill)))
+    assert seen["memory_limit"] == "1GiB" and seen["threads"] == 3
+    assert seen["temp_directory"].startswith(str(spill)) and seen["limit"] == [("1.0 GiB", 3)]
+    assert spill.is_dir() and list(spill.iterdir()) == [] and s.questions["kept"] == 2
+
+
+# ----------------------------------------------------------------------------- CLI, summary
+def test_cli_help_is_generated_from_the_option_fields(capsys):
+    from dataclasses import fields
+
+    with pytest.raises(SystemExit):
+        main(["data", "stackexchange", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in fields(StackExchangeOptions):
+        assert f"--{f.name.replace('_', '-')}" in text or f"--{f.name}" in text, f.name
+        assert " ".join(f.metadata["help"].split()) in text, f.name
+
+
+def test_cli_options_reach_the_build(tmp_path):
+    posts = small_site(tmp_path)
+    out = tmp_path / "o"
+    assert main(["data", "stackexchange", str(posts), "--out", str(out), "--code-filter", "false", "--progress",
+                 "false", "--workers", "1", "--duckdb-memory", "200MB", "--test-fraction", "0"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["options"]["code_filter"] is False and s["options"]["duckdb_memory"] == "200MB"
+    assert s["questions"]["kept"] == 3
+    assert main(["data", "stackexchange", str(posts), "--out", str(out), "--no-code-filter", "-q",
+                 "--workers", "1"]) == 0
+    assert json.loads((out / "summary.json").read_text())["options"]["code_filter"] is False
+
+
+def test_summary_names_the_parser_versions(tmp_path):
+    from lxml import etree
+
+    s = build_stacocoqa(small_site(tmp_path), tmp_path / "o", _opts()).to_dict()
+    assert s["versions"]["lxml"] == ".".join(map(str, etree.LXML_VERSION))
+    assert s["versions"]["libxml2"] == ".".join(map(str, etree.LIBXML_VERSION))
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["versions"] == s["versions"]
