@@ -225,32 +225,37 @@ def rank_records(
 
     bar = tqdm(total=len(records), desc="ranking", unit="list", disable=not show_progress)
     for idx in _chunks_by_size(records):
-        m = records[idx[0]].num_responses
-        # gains [B, L, M]
-        gains = np.stack([
-            np.stack([record_gains(records[i], name, phi=None if phi is None else phi[i],
-                                   half_life_days=float(cfg.half_life_days), reference_date=cfg.reference)
-                      for name in cfg.attributes])
-            for i in idx
-        ])
-        b, n_attr, _ = gains.shape
-        single = apdf(gains.reshape(b * n_attr, m), position_source=cfg.position_source)  # [B*L, M, M]
-        per_attr = single.reshape(b, n_attr, m, m)  # [B, L, M, M]
-        delta = multi_apdf(per_attr)  # [B, M, M]
-        row_max = per_attr.max(axis=3).prod(axis=1)  # [B, M]: W_r(i) = prod_k max_j delta_k(i, j), eq. 7
-        mask = np.ones((b, m), dtype=bool)
-        if phi is not None and cfg.uses_semantic:
-            arank = arank_from_scores(np.stack([phi[i] for i in idx]), mask)
-        else:
-            arank = input_order(mask)
-        order = dynamic_ranking(delta, arank, mask)  # [B, M]
-        for row, i in enumerate(idx):
-            records[i].dynamic_ranking = [int(x) for x in order[row]]
-            records[i].apdf = [[float(v) for v in r] for r in delta[row]]
-            records[i].apdf_row_max = [float(v) for v in row_max[row]]
+        _rank_chunk([records[i] for i in idx], cfg, None if phi is None else [phi[i] for i in idx])
         bar.update(len(idx))
     bar.close()
     return records
+
+
+def _rank_chunk(chunk: list[ListRecord], cfg: RankingConfig, phi: list[np.ndarray] | None) -> None:
+    """D^R, Delta_M and W_r for B lists of the same size M, written into the records."""
+    m = chunk[0].num_responses
+    # gains [B, L, M]
+    gains = np.stack([
+        np.stack([record_gains(rec, name, phi=None if phi is None else phi[row],
+                               half_life_days=float(cfg.half_life_days), reference_date=cfg.reference)
+                  for name in cfg.attributes])
+        for row, rec in enumerate(chunk)
+    ])
+    b, n_attr, _ = gains.shape
+    single = apdf(gains.reshape(b * n_attr, m), position_source=cfg.position_source)  # [B*L, M, M]
+    per_attr = single.reshape(b, n_attr, m, m)  # [B, L, M, M]
+    delta = multi_apdf(per_attr)  # [B, M, M]
+    row_max = per_attr.max(axis=3).prod(axis=1)  # [B, M]: W_r(i) = prod_k max_j delta_k(i, j), eq. 7
+    mask = np.ones((b, m), dtype=bool)
+    if phi is not None and cfg.uses_semantic:
+        arank = arank_from_scores(np.stack(phi), mask)
+    else:
+        arank = input_order(mask)
+    order = dynamic_ranking(delta, arank, mask)  # [B, M]
+    for row, rec in enumerate(chunk):
+        rec.dynamic_ranking = [int(x) for x in order[row]]
+        rec.apdf = [[float(v) for v in r] for r in delta[row]]
+        rec.apdf_row_max = [float(v) for v in row_max[row]]
 
 
 def _positions(order: Sequence[int]) -> np.ndarray:
