@@ -112,42 +112,8 @@ class ListRecord:
         Raises:
             RecordError: naming the record and the offending field.
         """
-        loc = where or "record"
-        if not isinstance(data, dict):
-            raise RecordError(loc, "<record>", f"expected a JSON object, got {type(data).__name__}")
-        rid = data.get("id")
-        if rid is not None:
-            loc = f"{loc} (id={rid!r})" if where else f"record id={rid!r}"
-        unknown = sorted(set(data) - set(RECORD_KEYS))
-        if unknown:
-            raise RecordError(
-                loc, unknown[0], f"unknown key(s) {unknown}",
-                f"valid keys are {list(RECORD_KEYS)}; put extra information under 'meta'",
-            )
-        if rid is None or (isinstance(rid, str) and not rid.strip()):
-            raise RecordError(loc, "id", "missing or empty", "give every record a unique 'id'")
-        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
-            raise RecordError(loc, "id", f"must be a string or integer, got {type(rid).__name__}")
-        raw_responses = data.get("responses")
-        if not isinstance(raw_responses, list):
-            raise RecordError(loc, "responses", "missing or not a list", "expected a list of {text, attributes}")
-        responses: list[Response] = []
-        for i, r in enumerate(raw_responses):
-            if isinstance(r, str):
-                r = {"text": r}
-            if not isinstance(r, dict):
-                raise RecordError(loc, f"responses[{i}]", f"expected an object, got {type(r).__name__}")
-            extra = sorted(set(r) - {"text", "attributes"})
-            if extra:
-                raise RecordError(
-                    loc, f"responses[{i}]", f"unknown key(s) {extra}",
-                    "a response has only 'text' and 'attributes'; move the rest into 'attributes'",
-                )
-            attrs = r.get("attributes")
-            attrs = {} if attrs is None else attrs
-            if not isinstance(attrs, dict):
-                raise RecordError(loc, f"responses[{i}].attributes", "must be an object")
-            responses.append(Response(text=r.get("text"), attributes=dict(attrs)))  # type: ignore[arg-type]
+        loc, rid = _locate(data, where)
+        responses = _parse_responses(data.get("responses"), loc)
         meta = data.get("meta")
         meta = {} if meta is None else meta
         if not isinstance(meta, dict):
@@ -201,56 +167,12 @@ class ListRecord:
             if not isinstance(r.text, str) or not r.text.strip():
                 raise RecordError(loc, f"responses[{i}].text", "missing or empty", "every response needs text")
             for key, value in r.attributes.items():
-                fname = f"responses[{i}].attributes.{key}"
-                if key in NUMERIC_ATTRIBUTES:
-                    if value is None:
-                        continue
-                    if not _is_number(value) or not math.isfinite(float(value)):
-                        raise RecordError(loc, fname, f"must be a finite number, got {value!r}")
-                elif key in DATE_ATTRIBUTES:
-                    if value is None:
-                        continue
-                    try:
-                        parse_datetime(value)
-                    except (ValueError, TypeError) as exc:
-                        raise RecordError(loc, fname, f"unparseable date {value!r}: {exc}",
-                                          "use ISO 8601, e.g. 2014-11-02T00:52:10") from None
-                elif key in BOOL_ATTRIBUTES:
-                    if value is None or isinstance(value, bool) or (_is_number(value) and value in (0, 1)):
-                        continue
-                    raise RecordError(loc, fname, f"must be true or false, got {value!r}",
-                                      "write a JSON boolean, not a string")
+                _check_attribute(loc, f"responses[{i}].attributes.{key}", key, value)
         for name in ("ranking", "dynamic_ranking"):
-            perm = getattr(self, name)
-            if perm is None:
-                continue
-            if (not isinstance(perm, list) or any(not isinstance(x, int) or isinstance(x, bool) for x in perm)
-                    or sorted(perm) != list(range(m))):
-                raise RecordError(
-                    loc, name, f"{perm!r} is not a permutation of 0..{m - 1}",
-                    "list every response index exactly once, best first",
-                )
+            _check_permutation(loc, name, getattr(self, name), m)
         if self.scores is not None:
-            if not isinstance(self.scores, list) or len(self.scores) != m:
-                raise RecordError(loc, "scores", f"needs one score per response ({m})")
-            for i, s in enumerate(self.scores):
-                if not _is_number(s) or not math.isfinite(float(s)):
-                    raise RecordError(loc, f"scores[{i}]", f"must be a finite number, got {s!r}")
-            self.scores = [float(s) for s in self.scores]
-        if self.apdf is not None:
-            ok = isinstance(self.apdf, list) and len(self.apdf) == m and all(
-                isinstance(row, list) and len(row) == m
-                and all(_is_number(v) and math.isfinite(float(v)) for v in row) for row in self.apdf
-            )
-            if not ok:
-                raise RecordError(loc, "apdf", f"must be an {m}x{m} matrix of finite numbers",
-                                  "re-run `rankalign rank` to recompute it, or remove the field")
-        if self.apdf_row_max is not None:
-            row_max = self.apdf_row_max
-            if (not isinstance(row_max, list) or len(row_max) != m
-                    or not all(_is_number(v) and math.isfinite(float(v)) for v in row_max)):
-                raise RecordError(loc, "apdf_row_max", f"must be a list of {m} finite numbers",
-                                  "re-run `rankalign rank` to recompute it, or remove the field")
+            self.scores = _checked_scores(loc, self.scores, m)
+        _check_apdf(loc, self.apdf, self.apdf_row_max, m)
 
     # ------------------------------------------------------------------ orders
     @property
@@ -328,6 +250,120 @@ def order_labels(order: Sequence[int], scores: Sequence[float] | None = None) ->
     for pos, idx in enumerate(order):
         psi[idx] = float(m - pos)
     return psi
+
+
+def _locate(data: Any, where: str | None) -> tuple[str, Any]:
+    """``(how errors name the record, its id)``; checks the object, its keys and its id.
+
+    Raises:
+        RecordError: not an object, an unknown key, a missing/empty id or one of the wrong type.
+    """
+    loc = where or "record"
+    if not isinstance(data, dict):
+        raise RecordError(loc, "<record>", f"expected a JSON object, got {type(data).__name__}")
+    rid = data.get("id")
+    if rid is not None:
+        loc = f"{loc} (id={rid!r})" if where else f"record id={rid!r}"
+    unknown = sorted(set(data) - set(RECORD_KEYS))
+    if unknown:
+        raise RecordError(
+            loc, unknown[0], f"unknown key(s) {unknown}",
+            f"valid keys are {list(RECORD_KEYS)}; put extra information under 'meta'",
+        )
+    if rid is None or (isinstance(rid, str) and not rid.strip()):
+        raise RecordError(loc, "id", "missing or empty", "give every record a unique 'id'")
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise RecordError(loc, "id", f"must be a string or integer, got {type(rid).__name__}")
+    return loc, rid
+
+
+def _parse_responses(raw_responses: Any, loc: str) -> list[Response]:
+    """The ``responses`` list as :class:`Response` objects (a bare string is its text).
+
+    Raises:
+        RecordError: not a list, an entry that is not an object, an unknown key, attributes
+            that are not an object. Texts and attribute values are checked by ``validate``.
+    """
+    if not isinstance(raw_responses, list):
+        raise RecordError(loc, "responses", "missing or not a list", "expected a list of {text, attributes}")
+    responses: list[Response] = []
+    for i, r in enumerate(raw_responses):
+        if isinstance(r, str):
+            r = {"text": r}
+        if not isinstance(r, dict):
+            raise RecordError(loc, f"responses[{i}]", f"expected an object, got {type(r).__name__}")
+        extra = sorted(set(r) - {"text", "attributes"})
+        if extra:
+            raise RecordError(
+                loc, f"responses[{i}]", f"unknown key(s) {extra}",
+                "a response has only 'text' and 'attributes'; move the rest into 'attributes'",
+            )
+        attrs = r.get("attributes")
+        attrs = {} if attrs is None else attrs
+        if not isinstance(attrs, dict):
+            raise RecordError(loc, f"responses[{i}].attributes", "must be an object")
+        responses.append(Response(text=r.get("text"), attributes=dict(attrs)))  # type: ignore[arg-type]
+    return responses
+
+
+def _check_attribute(loc: str, fname: str, key: str, value: Any) -> None:
+    """Attributes with a fixed meaning: votes a finite number, created a date, accepted a boolean
+    (``None`` = absent); any other attribute is free-form."""
+    if value is None:
+        return
+    if key in NUMERIC_ATTRIBUTES:
+        if not _is_number(value) or not math.isfinite(float(value)):
+            raise RecordError(loc, fname, f"must be a finite number, got {value!r}")
+    elif key in DATE_ATTRIBUTES:
+        try:
+            parse_datetime(value)
+        except (ValueError, TypeError) as exc:
+            raise RecordError(loc, fname, f"unparseable date {value!r}: {exc}",
+                              "use ISO 8601, e.g. 2014-11-02T00:52:10") from None
+    elif key in BOOL_ATTRIBUTES:
+        if isinstance(value, bool) or (_is_number(value) and value in (0, 1)):
+            return
+        raise RecordError(loc, fname, f"must be true or false, got {value!r}",
+                          "write a JSON boolean, not a string")
+
+
+def _check_permutation(loc: str, name: str, perm: Any, m: int) -> None:
+    """``perm`` (``ranking`` or ``dynamic_ranking``) is None or a permutation of ``range(m)``."""
+    if perm is None:
+        return
+    if (not isinstance(perm, list) or any(not isinstance(x, int) or isinstance(x, bool) for x in perm)
+            or sorted(perm) != list(range(m))):
+        raise RecordError(
+            loc, name, f"{perm!r} is not a permutation of 0..{m - 1}",
+            "list every response index exactly once, best first",
+        )
+
+
+def _checked_scores(loc: str, scores: Any, m: int) -> list[float]:
+    """One finite number per response, as floats."""
+    if not isinstance(scores, list) or len(scores) != m:
+        raise RecordError(loc, "scores", f"needs one score per response ({m})")
+    for i, s in enumerate(scores):
+        if not _is_number(s) or not math.isfinite(float(s)):
+            raise RecordError(loc, f"scores[{i}]", f"must be a finite number, got {s!r}")
+    return [float(s) for s in scores]
+
+
+def _check_apdf(loc: str, apdf: Any, row_max: Any, m: int) -> None:
+    """``apdf`` an m x m matrix and ``apdf_row_max`` m values, all finite (each may be None)."""
+    if apdf is not None:
+        ok = isinstance(apdf, list) and len(apdf) == m and all(
+            isinstance(row, list) and len(row) == m
+            and all(_is_number(v) and math.isfinite(float(v)) for v in row) for row in apdf
+        )
+        if not ok:
+            raise RecordError(loc, "apdf", f"must be an {m}x{m} matrix of finite numbers",
+                              "re-run `rankalign rank` to recompute it, or remove the field")
+    if row_max is not None:
+        if (not isinstance(row_max, list) or len(row_max) != m
+                or not all(_is_number(v) and math.isfinite(float(v)) for v in row_max)):
+            raise RecordError(loc, "apdf_row_max", f"must be a list of {m} finite numbers",
+                              "re-run `rankalign rank` to recompute it, or remove the field")
 
 
 def pairwise_to_list(row: dict[str, Any], *, where: str = "row", index: int = 0) -> ListRecord:
