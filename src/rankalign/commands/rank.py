@@ -115,7 +115,7 @@ def _check_out(out: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Rank, write, summarise. Returns 0; user errors propagate to the dispatcher (exit 2)."""
     from rankalign.data.io import LoadReport, write_records
-    from rankalign.ranking.rank import RankingConfig, compute_phi, rank_records, rankable, ranking_agreement
+    from rankalign.ranking.rank import RankingConfig, compute_phi, rank_records, rankable
 
     overrides = {
         "attributes": args.attributes,
@@ -158,18 +158,25 @@ def run(args: argparse.Namespace) -> int:
     if report.total_skipped:
         print(f"input: {report.summary()}")
     if has_gold or has_community:
-        from rankalign.ranking.apdf import arank_from_scores
-
-        gold = None if has_gold else [r.community_order() for r in ranked]
-        rows = [("dynamic ranking", ranking_agreement(ranked, gold=gold))]
-        if phi is not None:  # the semantic-only baseline, when the embeddings are at hand
-            sem_orders = [[int(x) for x in arank_from_scores(p)] for p in phi]
-            rows.append(("semantic only  ", ranking_agreement(ranked, sem_orders, gold=gold)))
-        what = "gold rankings" if has_gold else "community order (accepted first, then votes)"
-        print(f"agreement with the {what} in {rows[0][1]['with_gold']} list(s):")
-        for label, res in rows:
-            tau, hit = res["kendall_tau"], res["top1_hit"]
-            tau_text = "n/a" if tau is None else f"{tau:+.3f}"
-            hit_text = "n/a" if hit is None else f"{hit:.3f}"
-            print(f"  {label}: Kendall tau {tau_text}, top-1 hit {hit_text}")
+        _print_agreement(ranked, phi, has_gold)
     return 0
+
+
+def _print_agreement(ranked: list[Any], phi: Any, has_gold: bool) -> None:
+    """Kendall tau and top-1 hit of D^R (and of the semantic-only order, when the embeddings
+    are at hand) against the gold rankings, else against the community order."""
+    from rankalign.ranking.apdf import arank_from_scores
+    from rankalign.ranking.rank import ranking_agreement
+
+    gold = None if has_gold else [r.community_order() for r in ranked]
+    rows = [("dynamic ranking", ranking_agreement(ranked, gold=gold))]
+    if phi is not None:  # the semantic-only baseline, when the embeddings are at hand
+        sem_orders = [[int(x) for x in arank_from_scores(p)] for p in phi]
+        rows.append(("semantic only  ", ranking_agreement(ranked, sem_orders, gold=gold)))
+    what = "gold rankings" if has_gold else "community order (accepted first, then votes)"
+    print(f"agreement with the {what} in {rows[0][1]['with_gold']} list(s):")
+    for label, res in rows:
+        tau, hit = res["kendall_tau"], res["top1_hit"]
+        tau_text = "n/a" if tau is None else f"{tau:+.3f}"
+        hit_text = "n/a" if hit is None else f"{hit:.3f}"
+        print(f"  {label}: Kendall tau {tau_text}, top-1 hit {hit_text}")
