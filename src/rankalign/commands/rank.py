@@ -103,13 +103,11 @@ def _load(args: argparse.Namespace, report: Any) -> list[Any]:
 
 
 def _check_out(out: str) -> None:
-    """``--out`` checked before any work: a file/folder of the right kind (``data.io``) in a place
-    where files can be created (it is written as a temporary beside it, then renamed)."""
+    """``--out`` checked before any work (``data.io.check_output_path``): a file/folder of the
+    right kind, in a place where files can be created (it is written beside, then renamed)."""
     from rankalign.data.io import check_output_path
-    from rankalign.outputs import check_can_create
 
     check_output_path(out)
-    check_can_create(out, "--out", beside=True)
 
 
 def run(args: argparse.Namespace) -> int:
