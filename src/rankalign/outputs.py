@@ -5,12 +5,17 @@ Every command that writes a folder of results (``eval``, ``train``, ``demo``) ca
 path and the fix, instead of a traceback after minutes of generation or training; the
 writes themselves go through :func:`writing`, which turns an operating-system refusal (a
 full disk, permissions) into the same kind of message.
+
+Files are written with :func:`atomic_path` (a temporary file beside the target, flushed to
+disk, then renamed onto it), so a process killed at any moment leaves either the old file
+or the complete new one under the final name, never a half-written one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -92,3 +97,42 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
         where = exc.filename or path
         raise UserError(f"could not write {str(where)!r}: {exc.strerror or exc}; free space or choose "
                         "another output location") from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success, delete it on error."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        # mkstemp creates the file 0600; give the output the mode a plain open() would
+        os.chmod(tmp_path, _file_mode(target))
+        fsync_path(tmp_path)  # the data is on disk before the name points at it
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a written file to disk (a crash after the rename must not leave it empty)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_mode(target: Path) -> int:
+    """The permission bits a new file gets from ``open()`` (0666 minus the umask), or the
+    existing target's bits when it is being replaced."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(target).st_mode)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask

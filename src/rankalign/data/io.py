@@ -25,7 +25,6 @@ import io
 import json
 import lzma
 import os
-import stat
 import tempfile
 import zlib
 from collections import Counter
@@ -36,6 +35,7 @@ from typing import IO, Any
 
 from rankalign.data.record import ListRecord, RecordError
 from rankalign.errors import UserError
+from rankalign.outputs import atomic_path
 
 
 @dataclass
@@ -63,45 +63,6 @@ class LoadReport:
             for ex in self.examples[:3]:
                 text += f"\n  e.g. {ex}"
         return text
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success, delete it on error."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        # mkstemp creates the file 0600; give the output the mode a plain open() would
-        os.chmod(tmp_path, _file_mode(target))
-        _fsync(tmp_path)  # the data is on disk before the name points at it
-        os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
-
-
-def _fsync(path: Path) -> None:
-    """Flush a written file to disk (a crash after the rename must not leave it empty)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _file_mode(target: Path) -> int:
-    """The permission bits a new file gets from ``open()`` (0666 minus the umask), or the
-    existing target's bits when it is being replaced."""
-    with contextlib.suppress(OSError):
-        return stat.S_IMODE(os.stat(target).st_mode)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> int:

@@ -10,6 +10,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from rankalign.outputs import atomic_path
+
 _STEP_KEYS = ("loss", "learning_rate", "grad_norm", "epoch")
 
 
@@ -61,7 +63,8 @@ class JsonlLogCallback(TrainerCallback):
                 if row.get("type") == "summary":
                     continue
                 kept.append(line)
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            with atomic_path(self.path) as tmp:  # a kill now keeps the old log whole
+                tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._t0 = time.perf_counter()

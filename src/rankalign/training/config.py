@@ -203,10 +203,10 @@ class ListwiseConfig(TrainingArguments):
             value = getattr(self, name)
             if value and not Path(value).exists():
                 out.append(f"{name}: no such file or folder: {value}")
-        if (self.resume_from_checkpoint and str(self.resume_from_checkpoint).lower() != "true"
-                and not Path(self.resume_from_checkpoint).is_dir()):
-            out.append(f"resume_from_checkpoint: no such checkpoint folder: {self.resume_from_checkpoint} "
-                       "(give an output_dir/checkpoint-N folder, or true for the latest in output_dir)")
+        resume = str(self.resume_from_checkpoint or "").strip()
+        if resume and resume.lower() not in ("true", "latest", "false") and not Path(resume).is_dir():
+            out.append(f"resume_from_checkpoint: no such checkpoint folder: {resume} (give an "
+                       "output_dir/checkpoint-N folder, or latest for the newest complete one in output_dir)")
         if self.learning_rate is not None and self.learning_rate <= 0:
             out.append(f"learning_rate: {self.learning_rate} must be > 0")
         return out

@@ -35,6 +35,7 @@ from rankalign.errors import ConfigError, UserError
 from rankalign.losses import ListLogps, ListwiseLoss, build_loss
 from rankalign.losses._util import list_metrics
 from rankalign.outputs import check_output_dir
+from rankalign.training import checkpoints
 from rankalign.training.callbacks import JsonlLogCallback
 from rankalign.training.config import ListwiseConfig
 from rankalign.training.logps import EncodedList, ListCollator, TruncationStats, encode_list, list_logps
@@ -198,6 +199,35 @@ class ListwiseTrainer(Trainer):
             self.ref_model = ref_model.to(self.args.device)
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._warned_same_prompt = False
+        self._staging: str | None = None
+
+    # ------------------------------------------------------------------ crash-safe checkpoints
+    def _get_output_dir(self, trial: Any) -> str:
+        """While a checkpoint is being written: the staging folder (see :meth:`_save_checkpoint`)."""
+        return self._staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write ``checkpoint-N`` into a staging folder, then rename it into place complete.
+
+        The Trainer's own rotation then sees only the staging folder; old checkpoints are
+        rotated here, each renamed away before it is deleted (:mod:`.checkpoints`).
+        """
+        run_dir = super()._get_output_dir(trial)
+        name = f"checkpoint-{self.state.global_step}"
+        self._staging = os.path.join(run_dir, checkpoints.STAGING)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        final = os.path.join(run_dir, name)
+        if self.state.best_model_checkpoint:  # recorded under the staging path
+            self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
+                os.path.join(run_dir, checkpoints.STAGING), run_dir)
+        if self.args.should_save:
+            checkpoints.publish(os.path.join(run_dir, checkpoints.STAGING, name), final)
+            shutil.rmtree(os.path.join(run_dir, checkpoints.STAGING), ignore_errors=True)
+            checkpoints.rotate(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
 
     # -- log-probs ---------------------------------------------------------------------------
     def _reference_logps(self, model: Any, batch: dict[str, Tensor], prefix: str = "") -> Tensor | None:
@@ -376,7 +406,8 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
             ``config.model``.
         ref_model: an already loaded reference model; default per ``config.ref_model``.
         eval_records: evaluation lists (else ``config.eval_data`` when set).
-        resume_from_checkpoint: a checkpoint folder, or True for the latest in output_dir.
+        resume_from_checkpoint: a checkpoint folder, or True / "latest" for the newest complete one in
+            output_dir (none yet: from scratch); default: the config's.
         callbacks: extra ``TrainerCallback`` objects.
     Returns:
         :class:`TrainResult` with the trained (merged) model, its tokenizer and the per-step log.
@@ -385,6 +416,7 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
     """
     # 1. config + data, before any model
     records, eval_records = _checked_data(config, records, eval_records)
+    resume = _resume_target(config, resume_from_checkpoint)
     loss = build_loss(config.method or "", **config.loss_hparams())
     # 2. models
     model, tokenizer, ref_model = _load_models(config, loss, model, tokenizer, ref_model)
@@ -404,7 +436,7 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
     )
     # 4. train, save
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=_resume_target(config, resume_from_checkpoint))
+    trainer.train(resume_from_checkpoint=resume)
     runtime = time.perf_counter() - t0
     saved = save_final(trainer, config, tokenizer)
     return TrainResult(output_dir=str(config.output_dir), model=saved, tokenizer=tokenizer, log=_read_log(log_path),
@@ -469,12 +501,15 @@ def _load_models(config: ListwiseConfig, loss: ListwiseLoss, model: Any, tokeniz
     return model, tokenizer, ref_model
 
 
-def _resume_target(config: ListwiseConfig, resume_from_checkpoint: str | bool | None) -> str | bool | None:
-    """The argument's value, else the config's: Trainer.train ignores the args field, and "true"
-    (a bare --resume-from-checkpoint) means the latest checkpoint."""
-    if resume_from_checkpoint is None and config.resume_from_checkpoint:
-        return True if str(config.resume_from_checkpoint).lower() == "true" else config.resume_from_checkpoint
-    return resume_from_checkpoint
+def _resume_target(config: ListwiseConfig, resume_from_checkpoint: str | bool | None) -> str | None:
+    """The checkpoint to resume from: the argument, else the config's (Trainer.train ignores the
+    args field); ``latest``/``true`` mean the newest complete checkpoint of the output folder
+    (none yet: from scratch), and the leftovers of an interrupted save are removed first."""
+    value = resume_from_checkpoint if resume_from_checkpoint is not None else config.resume_from_checkpoint
+    out = config.output_dir or "."
+    if int(os.environ.get("RANK", "0")) == 0:
+        checkpoints.clean_leftovers(out)
+    return checkpoints.resolve_resume(value, out)
 
 
 def _read_log(log_path: Path) -> list[dict[str, Any]]:
