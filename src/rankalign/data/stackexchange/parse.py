@@ -96,9 +96,11 @@ def post_row(a: dict[str, str], n: int, seq: int, result: ParseResult) -> tuple[
         return None
     body = a.get("Body")
     created = a.get("CreationDate")
-    try:
-        pid = _int64(id_s)  # type: ignore[arg-type]
-        score = _int64(a["Score"])
+    try:  # int() as Python reads it (" 3 ", "+5" and "1_0" are ints), within 64 bits
+        pid = int(id_s)  # type: ignore[arg-type]
+        score = int(a["Score"])
+        if not (_INT64[0] <= pid <= _INT64[1] and _INT64[0] <= score <= _INT64[1]):
+            raise ValueError(f"Id {id_s!r} or Score {a['Score']!r} does not fit in 64 bits")
         datetime.fromisoformat(created)  # type: ignore[arg-type]
     except (TypeError, ValueError, KeyError) as exc:
         return _malformed(result, n, f"Id={id_s!r}: missing or invalid Id/Score/CreationDate ({exc})")
@@ -113,13 +115,11 @@ def post_row(a: dict[str, str], n: int, seq: int, result: ParseResult) -> tuple[
             acc_id = _int64(acc) if acc else None
         except ValueError:
             return _malformed(result, n, f"Id={pid}: AcceptedAnswerId {acc!r} is not an integer")
-        result.counts["questions"] += 1
         return (seq, pid, 1, None, acc_id, created, score, title, a.get("Tags"), body, has_code_block(body))
     try:
         parent = _int64(a["ParentId"])
     except (KeyError, ValueError) as exc:
         return _malformed(result, n, f"Id={pid}: answer without a valid ParentId ({exc})")
-    result.counts["answers"] += 1
     return (seq, pid, 2, parent, None, created, score, None, None, body, False)
 
 
@@ -185,37 +185,34 @@ def progress_bar(total: int | None, desc: str, enabled: bool, position: int = 0,
 
 
 class _PostChunks:
-    """Columns of checked rows, written as uncompressed Parquet chunks
-    ``posts-<site>-<part>-<k>.parquet`` (read once: compressing would cost ~20% of the parse)."""
+    """Checked rows, written as uncompressed Parquet chunks ``posts-<site>-<part>-<k>.parquet``
+    (read once: compressing would cost ~20% of the parse). The rows are kept as tuples and
+    turned into columns once per chunk (``zip(*rows)``, in C)."""
 
     def __init__(self, out_dir: Path, site: str, part: int, result: ParseResult) -> None:
-        self.cols: tuple[list[Any], ...] = tuple([] for _ in POST_COLUMNS)
-        self.body_chars = 0
+        self.rows: list[tuple[Any, ...]] = []
         self._name = f"posts-{site}-{part:03d}"
         self._out_dir = out_dir
         self._result = result
         self._schema = post_schema()
 
-    def add(self, row: tuple[Any, ...]) -> None:
-        for col, value in zip(self.cols, row):
-            col.append(value)
-        self.body_chars += len(row[9])
-
     def flush(self) -> None:
-        if not self.cols[0]:
+        if not self.rows:
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        cols = list(zip(*self.rows))
+        self.rows.clear()
+        types = cols[2]
+        self._result.counts["questions"] += types.count(1)
+        self._result.counts["answers"] += types.count(2)
         path = self._out_dir / f"{self._name}-{len(self._result.chunks):06d}.parquet"
         # arrays with explicit types, then from_arrays: ``pa.table(dict)`` imports pandas
-        table = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(self.cols, self._schema, strict=True)],
+        table = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, self._schema, strict=True)],
                                      schema=self._schema)
         pq.write_table(table, path, compression="none", use_dictionary=False, write_statistics=False)
         self._result.chunks.append(str(path))
-        for c in self.cols:
-            c.clear()
-        self.body_chars = 0
 
 
 def parse_posts(
@@ -230,7 +227,8 @@ def parse_posts(
     base = part << PART_SHIFT
     result = ParseResult(site, str(path), "posts", part=part, start=byte_range.start if byte_range else 0)
     chunks = _PostChunks(out_dir, site, part, result)
-    cols0 = chunks.cols[0]
+    rows = chunks.rows
+    body_chars = 0
     bar = progress_bar(None, f"{site} posts" + (f" [{part}]" if byte_range else ""), progress, position)
     n = 0
     with open_part(path, out_dir, byte_range) as fh:
@@ -238,9 +236,11 @@ def parse_posts(
             n += 1
             row = post_row(a, n, base + n, result)
             if row is not None:
-                chunks.add(row)
-                if len(cols0) >= chunk_rows or chunks.body_chars >= CHUNK_BODY_CHARS:
+                rows.append(row)
+                body_chars += len(row[9])
+                if len(rows) >= chunk_rows or body_chars >= CHUNK_BODY_CHARS:
                     chunks.flush()
+                    body_chars = 0
     bar.close()
     chunks.flush()
     result.rows = n
