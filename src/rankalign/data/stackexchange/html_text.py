@@ -112,11 +112,17 @@ def _walk(el: Any, out: list[str], codes: list[str]) -> None:
         kind = _KIND.get(tag)
         if kind is None:
             if isinstance(tag, str):  # a, strong, em, span, kbd, sup, ...: inline, keep the text
-                _walk(child, out, codes)
+                if len(child):
+                    _walk(child, out, codes)
+                elif (text := child.text) is not None:  # a leaf: its text, without a call
+                    append(text)
             # else: comment or processing instruction: drop it, keep its tail
         elif kind == _BLOCK:
             append("\n\n")
-            _walk(child, out, codes)
+            if len(child):
+                _walk(child, out, codes)
+            elif (text := child.text) is not None:
+                append(text)
             append("\n\n")
         elif kind == _CODE:  # a leaf's text is its itertext(), without the iterator's cost
             append("`" + ((child.text or "") if not len(child) else "".join(child.itertext())) + "`")
