@@ -81,3 +81,13 @@ def test_killed_convert_writes_nothing_and_reruns_equal(tmp_path: Path, shared_d
     check_kill_then_rerun(tmp_path, out.parent, ["data", "convert", "--format", "oasst1",
                                                  str(shared_data / "oasst1" / "en_100_tree.jsonl"), "--out", str(out)],
                           1)
+
+
+def test_killed_rank_writes_nothing_and_reruns_equal(tmp_path: Path) -> None:
+    from rankalign.data.io import write_jsonl
+
+    data = tmp_path / "lists.jsonl"
+    write_jsonl(tiny_records(6), data)
+    out = tmp_path / "ranked" / "lists.ranked.jsonl"
+    check_kill_then_rerun(tmp_path, out.parent, ["rank", str(data), "--out", str(out), "--attributes", "popularity",
+                                                 "--no-progress"], 1)
