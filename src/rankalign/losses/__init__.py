@@ -22,20 +22,9 @@ from rankalign.losses.registry import (
     reserve_names,
     unregister_loss,
 )
+from rankalign.plugins import import_modules
 
-
-def _register_all() -> None:
-    """Import every method module of this package so its ``@register_loss`` runs."""
-    import importlib
-    import pkgutil
-
-    infrastructure = {"base", "params", "registry"}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name not in infrastructure and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_register_all()
+import_modules(__name__, __path__, {"base", "params", "registry"})  # registers every method module
 
 __all__ = [
     "Beta",

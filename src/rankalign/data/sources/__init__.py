@@ -34,20 +34,9 @@ from rankalign.data.sources.registry import (
     register_source,
     unregister_source,
 )
+from rankalign.plugins import import_modules
 
-
-def _register_all() -> None:
-    """Import every source module of this package so its ``@register_source`` runs."""
-    import importlib
-    import pkgutil
-
-    infrastructure = {"base", "registry"}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name not in infrastructure and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_register_all()
+import_modules(__name__, __path__, {"base", "registry"})  # registers every source module
 
 __all__ = [
     "SOURCES",
