@@ -1,4 +1,4 @@
-"""APDF matrices and the dynamic ranking (seed 000 eq. 1-5, Algorithm 1; SPEC §4)."""
+"""APDF matrices and the dynamic ranking (SeAdpra, arXiv:2502.12189, eq. 1-5 and Algorithm 1; docs/methods.md#dynamic-ranking)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def naive_apdf(g: list[float], source: str = "gain") -> np.ndarray:
 
 
 def naive_dynamic(d: np.ndarray, arank: list[int]) -> list[int]:
-    """The SPEC §4 reading of Algorithm 1 on one list, with lists and dicts only."""
+    """The project's reading of Algorithm 1 (docs/methods.md#dynamic-ranking) on one list, with lists and dicts only."""
     m = d.shape[0]
     apos = {i: k for k, i in enumerate(arank)}
     remaining = list(range(m))
@@ -58,7 +58,7 @@ def naive_dynamic(d: np.ndarray, arank: list[int]) -> list[int]:
 
 
 def literal_pseudo_code(d: np.ndarray, arank_pos: list[int]) -> list[int]:
-    """Algorithm 1 exactly as printed in seed 000 (for the duplicate case)."""
+    """Algorithm 1 exactly as printed in the SeAdpra paper (for the duplicate case)."""
     d = d.copy()
     m = d.shape[0]
     out: list[int] = []
@@ -224,7 +224,7 @@ def test_all_zero_submatrix_stops_instead_of_duplicating() -> None:
     arank_order = [2, 1, 3, 0]
     arank_pos = [3, 1, 0, 2]
     literal = literal_pseudo_code(d, arank_pos)
-    assert len(literal) != len(set(literal))  # the bug the SPEC decision avoids
+    assert len(literal) != len(set(literal))  # the bug the project's reading avoids
     out = dynamic_ranking(d, np.array(arank_order))
     # round 1 picks 1 (ahead of 0 in ARank); the rest is all zero -> ARank order of {0, 2, 3}
     assert out.tolist() == [1, 2, 3, 0]

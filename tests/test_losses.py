@@ -239,7 +239,7 @@ def naive_pro(r: Row, pro_sft_weight: float, pro_sft_mode: str, pro_use_scores: 
 
 
 def naive_seadpra(r: Row, seadpra_alpha: float, weight_eps: float, **_: object) -> float:
-    """Seed 000 eq. 6-13 with SPEC §5's reading of W_r and W_p."""
+    """SeAdpra eq. 6-13 with the project's reading of W_r and W_p (docs/methods.md#seadpra-loss)."""
     o = r.order
     a = [avg(r, i) for i in o]
     d = [[r.apdf[o[p]][o[q]] for q in range(r.n)] for p in range(r.n)]  # D^R order

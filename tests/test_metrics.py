@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC §7): hand-worked examples, naive loops, CI behaviour, eval CLI."""
+"""Evaluation metrics (docs/methods.md#metrics): hand-worked examples, naive loops, CI behaviour, eval CLI."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_pref_hit_hand_worked():
 def test_pref_recall_hand_worked():
     """Sim=[0.1, 0.8, 0.3, 0.5], gold [0, 1, 2, 3].
     k=1: Psi={1}, G={0} -> 0.  k=2: Psi={1,3}, G={0,1} -> 1/2.  k=3: Psi={1,3,2}, G={0,1,2} -> 2/3.
-    k=4: everything -> 1. With the seed's /2 the k=4 value would be 2 (SPEC decision: /k).
+    k=4: everything -> 1. With the paper's /2 the k=4 value would be 2 (docs/methods.md#prefrecall: /k).
     """
     sims = [[0.1, 0.8, 0.3, 0.5]]
     gold = [[0, 1, 2, 3]]
@@ -350,4 +350,4 @@ def test_args_namespace_defaults_match_parser():
 
     args = build_parser().parse_args(["eval", "--data", "x.jsonl", "--output-dir", "o"])
     assert isinstance(args, argparse.Namespace)
-    assert (args.max_new_tokens, args.num_beams, args.k) == (128, 4, "1,3")  # SPEC §7: beam search, 128 new tokens
+    assert (args.max_new_tokens, args.num_beams, args.k) == (128, 4, "1,3")  # the paper's setting: beam search, 128 new tokens

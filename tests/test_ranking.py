@@ -1,4 +1,4 @@
-"""Attributes, embeddings (with their cache) and rank_records (SPEC §4)."""
+"""Attributes, embeddings (with their cache) and rank_records (docs/methods.md#attributes)."""
 
 from __future__ import annotations
 
