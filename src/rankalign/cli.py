@@ -1,4 +1,4 @@
-"""The ``rankalign`` command line: ``rankalign {rank,train,data,demo,eval} ...``.
+"""The ``rankalign`` command line: ``rankalign {rank,train,data,eval,demo,...} ...``.
 
 Each sub-command lives in ``rankalign.commands.<name>`` and exposes ``register(subparsers)``.
 Heavy libraries are imported inside the commands, so ``rankalign --help`` is instant.
@@ -12,7 +12,9 @@ import importlib
 import os
 import sys
 
-COMMANDS = ("rank", "train", "data", "eval", "demo")
+#: sub-command modules, in --help order (``train_rm`` is the command ``train-rm``); a listed module
+#: that does not exist yet is skipped
+COMMANDS = ("data", "rank", "train", "train_rm", "score", "eval", "compare", "report", "judge", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
