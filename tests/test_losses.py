@@ -32,7 +32,7 @@ from rankalign.losses import (
 
 F64 = torch.float64
 ALL = available_losses()
-EXPECTED = ["dpo_bt", "dpo_pl", "ipo", "kto", "lipo", "pro", "rrhf", "seadpra", "sft", "slic", "spo", "spo_abs"]
+EXPECTED = ["dpo_bt", "dpo_pl", "ipo", "kto", "lipo", "pro", "rrhf", "seadpra", "sft", "slic", "spa", "spo", "spo_abs"]
 
 # --------------------------------------------------------------------------- batches
 
@@ -156,6 +156,31 @@ def naive_dpo_bt(r: Row, beta: float, pair_mode: str, **_: object) -> float:
     return sum(-log_sigmoid(s[a] - s[b]) for a, b in ps) / len(ps)
 
 
+def spa_confidences(r: Row, beta: float, pair_mode: str, spa_lambda: float, **_: object) -> list[float]:
+    """SPA eq. 11-12 with the sequence-level mixture: sigmoid(beta (1 + lambda) (ratio_w - ratio_l)) per pair."""
+    d = [beta * (1 + spa_lambda) * ratio(r, i) for i in r.order]
+    return [sigmoid(d[a] - d[b]) for a, b in pairs(r.n, pair_mode)]
+
+
+def percentile(values: list[float], k: float) -> float:
+    """The k-th percentile with linear interpolation between order statistics."""
+    v = sorted(values)
+    pos = k / 100 * (len(v) - 1)
+    lo = math.floor(pos)
+    return v[lo] if lo + 1 >= len(v) else v[lo] + (pos - lo) * (v[lo + 1] - v[lo])
+
+
+def naive_spa(r: Row, beta: float, pair_mode: str, spa_alpha: float, spa_tau: float, **hp: object) -> float:
+    """SPA eq. 10: label smoothing alpha on the pairs less confident than tau (the batch's K-th percentile)."""
+    s = [beta * ratio(r, i) for i in r.order]
+    conf = spa_confidences(r, beta, pair_mode, **hp)
+    total = 0.0
+    for (a, b), c in zip(pairs(r.n, pair_mode), conf):
+        z = spa_alpha if c < spa_tau else 0.0
+        total -= (1 - z) * log_sigmoid(s[a] - s[b]) + z * log_sigmoid(s[b] - s[a])
+    return total / len(conf)
+
+
 def naive_pl(s: list[float]) -> float:
     """Seed 000 eq. 27: -sum_k log(exp(s_k) / sum_{j >= k} exp(s_j)), s best first."""
     return sum(lse(s[k:]) - s[k] for k in range(len(s) - 1))
@@ -257,7 +282,7 @@ def naive_seadpra(r: Row, seadpra_alpha: float, weight_eps: float, **_: object) 
 NAIVE = {
     "sft": naive_sft, "dpo_bt": naive_dpo_bt, "dpo_pl": naive_dpo_pl, "slic": naive_slic, "rrhf": naive_rrhf,
     "ipo": naive_ipo, "kto": naive_kto, "spo": naive_spo, "spo_abs": lambda r, **hp: naive_spo(r, absolute=True, **hp),
-    "lipo": naive_lipo, "pro": naive_pro, "seadpra": naive_seadpra,
+    "lipo": naive_lipo, "pro": naive_pro, "seadpra": naive_seadpra, "spa": naive_spa,
 }
 
 # non-default hyper-parameters so a loss that ignores one is caught
@@ -276,6 +301,8 @@ CONFIGS: dict[str, list[dict]] = {
     "pro": [{"pro_sft_weight": 0.05, "pro_sft_mode": "sum", "pro_use_scores": True},
             {"pro_sft_weight": 0.2, "pro_sft_mode": "mean", "pro_use_scores": False}],
     "seadpra": [{"seadpra_alpha": 0.3, "weight_eps": 1e-8}],
+    "spa": [{"beta": 0.5, "spa_alpha": 0.3, "spa_k": 40.0, "spa_lambda": 0.25, "pair_mode": "pw"},
+            {"beta": 0.2, "spa_alpha": 0.1, "spa_k": 10.0, "spa_lambda": 0.0, "pair_mode": "1vso"}],
 }
 
 
@@ -289,6 +316,8 @@ def naive_batch(name: str, batch: ListLogps, hp: dict) -> list[float]:
     if name == "kto":
         mis = (batch.mismatched_policy - batch.mismatched_reference)[batch.mask].tolist()
         hp["z0"] = max(0.0, sum(mis) / len(mis))
+    if name == "spa":  # tau: the K-th percentile over every pair of the batch
+        hp["spa_tau"] = percentile([c for r in rows(batch) for c in spa_confidences(r, **hp)], hp["spa_k"])
     return [NAIVE[name](r, **hp) for r in rows(batch)]
 
 
@@ -321,7 +350,7 @@ def test_defaults_come_from_the_declaration(name: str) -> None:
 
 
 def test_class_flags() -> None:
-    ref = {"dpo_bt", "dpo_pl", "ipo", "kto", "spo", "spo_abs", "lipo"}
+    ref = {"dpo_bt", "dpo_pl", "ipo", "kto", "spo", "spo_abs", "lipo", "spa"}
     for name in ALL:
         cls = get_loss_class(name)
         assert cls.needs_reference == (name in ref), name
