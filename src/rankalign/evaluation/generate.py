@@ -99,8 +99,13 @@ def _encode_prompts(tokenizer: Any, prompts: list[str], max_prompt_length: int |
 
 
 def _generate_batch(model: Any, tokenizer: Any, encoded: list[list[int]], *, max_new_tokens: int,
-                    num_beams: int) -> list[str]:
-    """One left-padded ``generate`` call (greedy or beam search); the decoded continuations."""
+                    num_beams: int, sampling: dict[str, Any] | None = None) -> list[str]:
+    """One left-padded ``generate`` call; the decoded continuations.
+
+    Greedy or beam search by default; with ``sampling`` (``temperature``, ``top_p``,
+    ``num_return_sequences`` n) multinomial sampling under the caller's torch seed
+    (rankalign.iterative), n rows per prompt, prompt-major.
+    """
     import torch
 
     pad_id = tokenizer.pad_token_id
@@ -118,8 +123,8 @@ def _generate_batch(model: Any, tokenizer: Any, encoded: list[list[int]], *, max
             attention_mask=attention.to(device),
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
-            do_sample=False,
+            **({"do_sample": False} if sampling is None else {"do_sample": True, **sampling}),
             pad_token_id=pad_id,
             eos_token_id=tokenizer.eos_token_id,
         )  # [B, T + new]
-    return [tokenizer.decode(out[row, width:], skip_special_tokens=True).strip() for row in range(len(encoded))]
+    return [tokenizer.decode(out[row, width:], skip_special_tokens=True).strip() for row in range(out.shape[0])]
