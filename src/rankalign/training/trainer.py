@@ -396,7 +396,8 @@ def save_final(trainer: ListwiseTrainer, config: ListwiseConfig, tokenizer: Any)
 def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
           model: Any = None, tokenizer: Any = None, ref_model: Any = None,
           eval_records: list[ListRecord] | None = None, resume_from_checkpoint: str | bool | None = None,
-          callbacks: list[Any] | None = None) -> TrainResult:
+          callbacks: list[Any] | None = None, trainer_class: type[ListwiseTrainer] | None = None,
+          trainer_kwargs: dict[str, Any] | None = None) -> TrainResult:
     """Train a policy with a list-wise method.
 
     Args:
@@ -409,6 +410,8 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
         resume_from_checkpoint: a checkpoint folder, or True / "latest" for the newest complete one in
             output_dir (none yet: from scratch); default: the config's.
         callbacks: extra ``TrainerCallback`` objects.
+        trainer_class, trainer_kwargs: a :class:`ListwiseTrainer` subclass and its extra
+            arguments (rankalign.iterative's SPA trainer); default ``ListwiseTrainer``.
     Returns:
         :class:`TrainResult` with the trained (merged) model, its tokenizer and the per-step log.
     Raises:
@@ -428,11 +431,11 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
     print(stats.summary(), flush=True)
     log_path = Path(config.output_dir or ".") / TRAIN_LOG
     header = {"type": "truncation", "method": config.method, "lists": len(train_ds), **stats.as_dict()}
-    trainer = ListwiseTrainer(
+    trainer = (trainer_class or ListwiseTrainer)(
         model=model, args=config, data_collator=ListCollator(tokenizer.pad_token_id,
                                                              mismatched=loss.needs_mismatched),
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, loss=loss, ref_model=ref_model,
-        callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])],
+        callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])], **(trainer_kwargs or {}),
     )
     # 4. train, save
     t0 = time.perf_counter()
