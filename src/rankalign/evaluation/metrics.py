@@ -417,3 +417,34 @@ def order_agreement(predicted: Sequence[Sequence[int]], gold: Sequence[Sequence[
         "kendall_tau": float(np.mean(taus)) if taus else math.nan,
         "top1": float(np.mean(hits)) if hits else math.nan,
     }
+
+
+def gold_problem(record: ListRecord) -> str | None:
+    """Why ``record`` has no unambiguous gold order (docs/methods.md#gold-order), or ``None``.
+
+    :func:`gold_order` always returns an order: without ``ranking``, ``scores`` and
+    community attributes it falls back to the input order, and tied scores or tied votes
+    are broken by position. Metrics that rank against the gold order use this check to
+    count such records as skipped instead of scoring them against an arbitrary order.
+
+    Returns:
+        ``None`` when the gold order is defined and strict; else a short reason:
+        ``"no gold order"`` (no ranking, scores, votes or accepted flag), ``"tied scores"``
+        or ``"tied community order"`` (equal votes, neither accepted).
+
+    >>> from rankalign.data.record import ListRecord, Response
+    >>> gold_problem(ListRecord("q", "p", [Response("a", {"votes": 2}), Response("b", {"votes": 2})]))
+    'tied community order'
+    """
+    m = record.num_responses
+    if record.ranking is not None:
+        return None
+    if record.scores is not None:
+        return "tied scores" if len(set(record.scores)) < m else None
+    if not any("votes" in r.attributes or "accepted" in r.attributes for r in record.responses):
+        return "no gold order"
+    keys = []
+    for r in record.responses:
+        votes = r.attributes.get("votes")
+        keys.append((bool(r.attributes.get("accepted")), None if votes is None else float(votes)))
+    return "tied community order" if len(set(keys)) < m else None

@@ -32,6 +32,7 @@ from transformers import Trainer
 
 from rankalign.data.record import ListRecord, order_labels
 from rankalign.errors import ConfigError, UserError
+from rankalign.evaluation.ranking_accuracy import batch_ranking_metrics
 from rankalign.losses import ListLogps, ListwiseLoss, build_loss
 from rankalign.losses._util import list_metrics
 from rankalign.outputs import check_output_dir
@@ -167,7 +168,45 @@ def ensure_dynamic_ranking(records: list[ListRecord], config: ListwiseConfig) ->
 
 
 # ---------------------------------------------------------------------- trainer
-class ListwiseTrainer(Trainer):
+class CrashSafeCheckpoints:
+    """``transformers.Trainer`` mixin: checkpoints written complete or not at all (:mod:`.checkpoints`).
+
+    Put it before ``Trainer`` in the bases (``class T(CrashSafeCheckpoints, Trainer)``); shared by
+    :class:`ListwiseTrainer` and the reward-model trainer (``rankalign.reward.train``).
+    """
+
+    _staging: str | None = None
+
+    def _get_output_dir(self, trial: Any) -> str:
+        """While a checkpoint is being written: the staging folder (see :meth:`_save_checkpoint`)."""
+        return self._staging or super()._get_output_dir(trial)  # type: ignore[misc]
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write ``checkpoint-N`` into a staging folder, then rename it into place complete.
+
+        The Trainer's own rotation then sees only the staging folder; old checkpoints are
+        rotated here, each renamed away before it is deleted (:mod:`.checkpoints`).
+        """
+        run_dir = super()._get_output_dir(trial)  # type: ignore[misc]
+        name = f"checkpoint-{self.state.global_step}"  # type: ignore[attr-defined]
+        self._staging = os.path.join(run_dir, checkpoints.STAGING)
+        try:
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        finally:
+            self._staging = None
+        final = os.path.join(run_dir, name)
+        state, args = self.state, self.args  # type: ignore[attr-defined]
+        if state.best_model_checkpoint:  # recorded under the staging path
+            state.best_model_checkpoint = state.best_model_checkpoint.replace(
+                os.path.join(run_dir, checkpoints.STAGING), run_dir)
+        if args.should_save:
+            checkpoints.publish(os.path.join(run_dir, checkpoints.STAGING, name), final)
+            shutil.rmtree(os.path.join(run_dir, checkpoints.STAGING), ignore_errors=True)
+            checkpoints.rotate(run_dir, args.save_total_limit, state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()  # type: ignore[attr-defined]
+
+
+class ListwiseTrainer(CrashSafeCheckpoints, Trainer):
     """``transformers.Trainer`` for list-wise losses.
 
     The batch (from :class:`ListCollator`) holds B lists flattened to ``[B*M, T]``; one
@@ -199,35 +238,6 @@ class ListwiseTrainer(Trainer):
             self.ref_model = ref_model.to(self.args.device)
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._warned_same_prompt = False
-        self._staging: str | None = None
-
-    # ------------------------------------------------------------------ crash-safe checkpoints
-    def _get_output_dir(self, trial: Any) -> str:
-        """While a checkpoint is being written: the staging folder (see :meth:`_save_checkpoint`)."""
-        return self._staging or super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        """Write ``checkpoint-N`` into a staging folder, then rename it into place complete.
-
-        The Trainer's own rotation then sees only the staging folder; old checkpoints are
-        rotated here, each renamed away before it is deleted (:mod:`.checkpoints`).
-        """
-        run_dir = super()._get_output_dir(trial)
-        name = f"checkpoint-{self.state.global_step}"
-        self._staging = os.path.join(run_dir, checkpoints.STAGING)
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging = None
-        final = os.path.join(run_dir, name)
-        if self.state.best_model_checkpoint:  # recorded under the staging path
-            self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
-                os.path.join(run_dir, checkpoints.STAGING), run_dir)
-        if self.args.should_save:
-            checkpoints.publish(os.path.join(run_dir, checkpoints.STAGING, name), final)
-            shutil.rmtree(os.path.join(run_dir, checkpoints.STAGING), ignore_errors=True)
-            checkpoints.rotate(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
-        self.accelerator.wait_for_everyone()
 
     # -- log-probs ---------------------------------------------------------------------------
     def _reference_logps(self, model: Any, batch: dict[str, Tensor], prefix: str = "") -> Tensor | None:
@@ -320,7 +330,13 @@ class ListwiseTrainer(Trainer):
                         ignore_keys: list[str] | None = None) -> tuple[Tensor, None, None]:
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        # held-out ranking accuracy (Kendall tau, top-1, pairwise, NDCG) of the score the loss optimises:
+        # beta * (logp - logp_ref) with a reference, else the mean token log-prob (evaluation/ranking_accuracy.py)
+        lp = outputs["list_logps"]
+        beta = float(getattr(self.loss_fn.hparams, "beta", 1.0))
+        score = beta * lp.ratio if lp.reference is not None else lp.avg  # [B, M]
+        self._store(batch_ranking_metrics(score, lp.order, lp.mask), "eval")
         return loss.detach(), None, None
 
 
@@ -337,14 +353,17 @@ class TrainResult:
     truncation: dict[str, int] = field(default_factory=dict)
 
 
-def _apply_lora(model: Any, config: ListwiseConfig) -> Any:
+def _apply_lora(model: Any, config: Any, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None
+                ) -> Any:
+    """``config``'s LoRA (r, alpha, dropout, target modules) on ``model``; ``task_type`` and
+    ``modules_to_save`` as peft takes them (a reward model: ``SEQ_CLS`` and its score head)."""
     from peft import LoraConfig, get_peft_model
 
     targets: Any = config.lora_target_modules.strip()
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type=task_type, modules_to_save=modules_to_save)
     return get_peft_model(model, lora)
 
 
@@ -433,7 +452,8 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
     header = {"type": "truncation", "method": config.method, "lists": len(train_ds), **stats.as_dict()}
     trainer = (trainer_class or ListwiseTrainer)(
         model=model, args=config, data_collator=ListCollator(tokenizer.pad_token_id,
-                                                             mismatched=loss.needs_mismatched),
+                                                             mismatched=loss.needs_mismatched,
+                                                             prefix_sharing=config.prefix_sharing),
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, loss=loss, ref_model=ref_model,
         callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])], **(trainer_kwargs or {}),
     )
