@@ -32,6 +32,7 @@ from transformers import Trainer
 
 from rankalign.data.record import ListRecord, order_labels
 from rankalign.errors import ConfigError, UserError
+from rankalign.evaluation.ranking_accuracy import batch_ranking_metrics
 from rankalign.losses import ListLogps, ListwiseLoss, build_loss
 from rankalign.losses._util import list_metrics
 from rankalign.outputs import check_output_dir
@@ -329,7 +330,13 @@ class ListwiseTrainer(CrashSafeCheckpoints, Trainer):
                         ignore_keys: list[str] | None = None) -> tuple[Tensor, None, None]:
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        # held-out ranking accuracy (Kendall tau, top-1, pairwise, NDCG) of the score the loss optimises:
+        # beta * (logp - logp_ref) with a reference, else the mean token log-prob (evaluation/ranking_accuracy.py)
+        lp = outputs["list_logps"]
+        beta = float(getattr(self.loss_fn.hparams, "beta", 1.0))
+        score = beta * lp.ratio if lp.reference is not None else lp.avg  # [B, M]
+        self._store(batch_ranking_metrics(score, lp.order, lp.mask), "eval")
         return loss.detach(), None, None
 
 
@@ -408,7 +415,8 @@ def save_final(trainer: ListwiseTrainer, config: ListwiseConfig, tokenizer: Any)
 def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
           model: Any = None, tokenizer: Any = None, ref_model: Any = None,
           eval_records: list[ListRecord] | None = None, resume_from_checkpoint: str | bool | None = None,
-          callbacks: list[Any] | None = None) -> TrainResult:
+          callbacks: list[Any] | None = None, trainer_class: type[ListwiseTrainer] | None = None,
+          trainer_kwargs: dict[str, Any] | None = None) -> TrainResult:
     """Train a policy with a list-wise method.
 
     Args:
@@ -421,6 +429,8 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
         resume_from_checkpoint: a checkpoint folder, or True / "latest" for the newest complete one in
             output_dir (none yet: from scratch); default: the config's.
         callbacks: extra ``TrainerCallback`` objects.
+        trainer_class, trainer_kwargs: a :class:`ListwiseTrainer` subclass and its extra
+            arguments (rankalign.iterative's SPA trainer); default ``ListwiseTrainer``.
     Returns:
         :class:`TrainResult` with the trained (merged) model, its tokenizer and the per-step log.
     Raises:
@@ -440,11 +450,12 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
     print(stats.summary(), flush=True)
     log_path = Path(config.output_dir or ".") / TRAIN_LOG
     header = {"type": "truncation", "method": config.method, "lists": len(train_ds), **stats.as_dict()}
-    trainer = ListwiseTrainer(
+    trainer = (trainer_class or ListwiseTrainer)(
         model=model, args=config, data_collator=ListCollator(tokenizer.pad_token_id,
-                                                             mismatched=loss.needs_mismatched),
+                                                             mismatched=loss.needs_mismatched,
+                                                             prefix_sharing=config.prefix_sharing),
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, loss=loss, ref_model=ref_model,
-        callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])],
+        callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])], **(trainer_kwargs or {}),
     )
     # 4. train, save
     t0 = time.perf_counter()
