@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rankalign.losses._util import check_nonnegative, check_pair_mode, check_positive, clean, list_metrics, pair_mask
+from rankalign.losses._util import (
+    check_nonnegative,
+    check_pair_mode,
+    check_positive,
+    clean,
+    list_metrics,
+    pair_mask,
+)
 from rankalign.losses.base import ListLogps, ListwiseLoss, LossOutput
 from rankalign.losses.params import Beta, PairMode, hparam
 from rankalign.losses.registry import register_loss
