@@ -347,7 +347,10 @@ def test_eval_cli_writes_outputs(tmp_path, monkeypatch, capsys):
 
 def test_args_namespace_defaults_match_parser():
     from rankalign.cli import build_parser
+    from rankalign.commands.eval import options_from_args
 
     args = build_parser().parse_args(["eval", "--data", "x.jsonl", "--output-dir", "o"])
     assert isinstance(args, argparse.Namespace)
-    assert (args.max_new_tokens, args.num_beams, args.k) == (128, 4, "1,3")  # the paper's setting: beam search, 128 new tokens
+    opts = options_from_args(args)  # defaults come from the EvalOptions dataclass
+    assert (opts.max_new_tokens, opts.num_beams, opts.k) == (128, 4, "1,3")  # the paper's setting: beam search, 128 new tokens
+    assert (opts.data, opts.output_dir, opts.metrics) == ("x.jsonl", "o", "auto")

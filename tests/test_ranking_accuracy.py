@@ -5,6 +5,7 @@ policy's scores against a naive per-sequence loop, the trainer's eval step and `
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 from itertools import permutations
@@ -19,7 +20,7 @@ from rankalign.data.record import ListRecord, Response
 from rankalign.evaluation import metrics as M
 from rankalign.evaluation import ranking_accuracy as RA
 from rankalign.evaluation.ranking_accuracy import KENDALL, NDCG, PAIRWISE, TOP1
-from training_tiny import tiny_model, tiny_records, tiny_tokenizer
+from training_tiny import save_tiny, tiny_model, tiny_records, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -223,3 +224,155 @@ def test_trainer_eval_step_logs_the_same_ranking_metrics(tmp_path: Path):
     for name in RA.RANKING_METRICS:
         key = next(k for k in logged if k.endswith(name))
         assert logged[key] == pytest.approx(direct.metrics[name]["mean"], abs=1e-5), name
+
+
+# ---------------------------------------------------------------------------- `rankalign eval`
+@pytest.fixture
+def letter_embeddings(monkeypatch):
+    """A deterministic letter-count embedder instead of MiniLM (no model download, no cache)."""
+    from fakes import LetterEncoder
+    from rankalign.evaluation import evaluate
+
+    real = evaluate.make_embed_fn
+    enc = LetterEncoder()
+    monkeypatch.setattr(evaluate, "make_embed_fn", lambda *a, **k: real(lambda texts: enc.encode(texts)))
+
+
+def _data(tmp_path: Path, rows: list[dict]) -> Path:
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_eval_ranking_cli_matches_the_library_and_uses_the_runs_reference(tmp_path: Path, capsys):
+    from rankalign import cli
+    from rankalign.training.config import ListwiseConfig
+    from rankalign.training.models import load_model_and_tokenizer
+    from rankalign.training.trainer import train
+
+    base = save_tiny(tmp_path / "base", seed=5)
+    data = _data(tmp_path, tiny_records(5))
+    recs = _records(5)
+    # 1. a plain model folder, no reference: the mean token log-prob is ranked
+    out = tmp_path / "ev_base"
+    assert cli.main(["eval", "--model", str(base), "--data", str(data), "--output-dir", str(out), "--metrics",
+                     "ranking", "--quiet", "--bootstrap", "100"]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    model, tok = load_model_and_tokenizer(str(base))
+    direct = RA.evaluate_ranking(model, tok, recs, n_bootstrap=100)
+    for name in RA.RANKING_METRICS:
+        assert saved["metrics"][name] == pytest.approx(direct.metrics[name])
+    assert "mean token log-prob" in saved["settings"]["ranking_scores"]
+    rows = [json.loads(x) for x in (out / "ranking.jsonl").read_text().splitlines()]
+    assert [r["predicted_order"] for r in rows] == [e["predicted_order"] for e in direct.examples]
+    assert not (out / "generations.jsonl").exists()  # ranking needs no generation
+    # 2. a training output of a reference method: implicit reward against the model the run started from
+    config = ListwiseConfig(method="dpo_pl", model=str(base), data=str(data), output_dir=str(tmp_path / "run"),
+                            use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no", max_length=48,
+                            max_prompt_length=24, max_steps=2, learning_rate=1e-2, hparams={"beta": 0.4})
+    result = train(config)
+    out2 = tmp_path / "ev_run"
+    assert cli.main(["eval", "--model", result.output_dir, "--data", str(data), "--output-dir", str(out2),
+                     "--metrics", "ranking", "--quiet", "--bootstrap", "100", "--max-length", "48",
+                     "--max-prompt-length", "24"]) == 0
+    saved2 = json.loads((out2 / "metrics.json").read_text())
+    assert "implicit reward of dpo_pl" in saved2["settings"]["ranking_scores"]
+    trained, _ = load_model_and_tokenizer(result.output_dir)
+    direct2 = RA.evaluate_ranking(trained, tok, recs, ref_model=model, beta=0.4, max_length=48, max_prompt_length=24,
+                                  n_bootstrap=100)
+    for name in RA.RANKING_METRICS:
+        assert saved2["metrics"][name]["mean"] == pytest.approx(direct2.metrics[name]["mean"], abs=1e-6)
+    rows2 = [json.loads(x) for x in (out2 / "ranking.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(rows2[0]["scores"], direct2.examples[0]["scores"], atol=1e-5)
+    # 3. the two runs compared, paired by record id
+    capsys.readouterr()
+    assert cli.main(["compare", str(out2), str(out), "--metrics", "ranking/kendall_tau,ranking/top1"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "ranking/" in ln]
+    assert len(lines) == 2 and all("(n = 5)" in ln for ln in lines)
+
+
+def test_from_generations_equals_a_fresh_run(tmp_path: Path, letter_embeddings):
+    from rankalign import cli
+
+    base = save_tiny(tmp_path / "base", seed=6)
+    data = _data(tmp_path, tiny_records(4))
+    fresh = tmp_path / "fresh"
+    common = ["--data", str(data), "--quiet", "--bootstrap", "100", "--k", "1,2"]
+    assert cli.main(["eval", "--model", str(base), "--output-dir", str(fresh), "--max-new-tokens", "5",
+                     "--num-beams", "1", *common]) == 0
+    again = tmp_path / "again"
+    assert cli.main(["eval", "--from-generations", str(fresh), "--output-dir", str(again), *common]) == 0
+    a = json.loads((fresh / "metrics.json").read_text())
+    b = json.loads((again / "metrics.json").read_text())
+    gen_metrics = {k: v for k, v in a["metrics"].items() if not k.startswith("ranking/")}
+    assert set(gen_metrics) >= {"PrefHit@1", "PrefHit@2", "PrefRecall@2", "BLEU", "ROUGE-L", "CoSim"}
+    assert b["metrics"] == gen_metrics and b["corpus_BLEU"] == a["corpus_BLEU"]
+    assert set(a["metrics"]) - set(gen_metrics) == set(RA.RANKING_METRICS)  # auto = generation + ranking
+    rows_a = [json.loads(x) for x in (fresh / "generations.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (again / "generations.jsonl").read_text().splitlines()]
+    assert rows_a == rows_b
+    assert not (again / "ranking.jsonl").exists()
+
+
+def test_toxicity_column_from_a_classifier_folder(tmp_path: Path, letter_embeddings):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from rankalign import cli
+    from rankalign.errors import UserError
+    from rankalign.evaluation.toxicity import toxic_label
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, num_labels=2,
+                      id2label={0: "non-toxic", 1: "toxic"}, label2id={"non-toxic": 0, "toxic": 1})
+    clf = LlamaForSequenceClassification(cfg).eval()
+    clf.save_pretrained(tmp_path / "tox")
+    tok.save_pretrained(tmp_path / "tox")
+    assert toxic_label(cfg) == (1, False)
+    assert toxic_label(cfg, "NON-TOXIC") == (0, False)
+    with pytest.raises(UserError, match="labels: 0='non-toxic', 1='toxic'"):
+        toxic_label(cfg, "hate")
+    base = save_tiny(tmp_path / "base", seed=7)
+    data = _data(tmp_path, tiny_records(3))
+    out = tmp_path / "ev"
+    assert cli.main(["eval", "--model", str(base), "--data", str(data), "--output-dir", str(out), "--metrics",
+                     "toxicity", "--toxicity-model", str(tmp_path / "tox"), "--max-new-tokens", "4",
+                     "--num-beams", "1", "--batch-size", "2", "--quiet", "--bootstrap", "50"]) == 0
+    rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    for row in rows:  # one text at a time, softmax of the two logits
+        enc = tok(row["generation"], return_tensors="pt")
+        with torch.no_grad():
+            want = float(torch.softmax(clf(**enc).logits[0], -1)[1])
+        assert row["Toxicity"] == pytest.approx(want, abs=1e-5)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["metrics"]["Toxicity"]["mean"] == pytest.approx(np.mean([r["Toxicity"] for r in rows]))
+    assert set(saved["metrics"]) == {"Toxicity"}
+
+
+def test_eval_bad_input_is_one_line(tmp_path: Path, capsys):
+    from rankalign import cli
+
+    base = save_tiny(tmp_path / "base", seed=8)
+    data = _data(tmp_path, tiny_records(3))
+
+    def run(*argv: str) -> str:
+        rc = cli.main(["eval", "--data", str(data), "--output-dir", str(tmp_path / "o"), "--quiet", *argv])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        return err
+
+    err = run("--model", str(tmp_path / "no_such_model"))
+    assert "--model" in err and "no such model folder" in err
+    err = run("--model", str(base), "--metrics", "generation", "--k", "9")
+    assert "--k 9: larger than every list (the longest has 4 responses)" in err
+    err = run("--metrics", "reward,bogus")
+    assert "--metrics reward needs --reward-model" in err and "unknown group 'bogus'" in err
+    err = run("--from-generations", str(tmp_path / "nothing"))
+    assert "--from-generations" in err and "no such run" in err
+    no_gold = _data(tmp_path, [{"id": "x", "prompt": "p", "responses": [{"text": "a"}, {"text": "b"}]}])
+    rc = cli.main(["eval", "--model", str(base), "--data", str(no_gold), "--output-dir", str(tmp_path / "o"),
+                   "--metrics", "generation,ranking", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "has a gold order" in err and "reward and toxicity still run" in err
+    assert not (tmp_path / "o").exists()
