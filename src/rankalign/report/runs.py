@@ -15,7 +15,6 @@ config and log. A folder with none of these files is not a run: a one-line error
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,8 @@ class Run:
         config: ``rankalign_config.json`` (``{}`` when absent).
         log: the rows of ``train_log.jsonl`` (``[]`` when absent).
         metrics: ``metrics.json``'s ``metrics``: name -> ``{mean, ci_low, ci_high, n}``.
-        per_example: metric name -> {record id: value}, from ``generations.jsonl``.
+        per_example: metric name -> {record id: value}, from ``generations.jsonl`` and ``ranking.jsonl``
+            (read by :func:`rankalign.evaluation.compare.load_run`).
         generations: ``generations.jsonl`` rows (id, prompt, generation, ...).
         sources: the files read, for the report's provenance table.
     """
@@ -129,16 +129,15 @@ def _read_eval(run: Run, folder: Path) -> None:
             raise UserError(f"{path}: metric {name!r} lacks mean/ci_low/ci_high; is this a `rankalign eval` output?")
     run.metrics = {str(k): dict(v) for k, v in metrics.items()}
     run.sources.append(str(path))
+    from rankalign.evaluation.compare import PER_EXAMPLE_FILES
+    from rankalign.evaluation.compare import load_run as load_values
+
+    if any((folder / f).is_file() for f in PER_EXAMPLE_FILES):  # per-prompt values, as `rankalign compare` reads them
+        run.per_example = load_values(folder).values
+        run.sources += [str(folder / f) for f in PER_EXAMPLE_FILES if (folder / f).is_file()]
     gens = folder / "generations.jsonl"
     if gens.is_file():
         run.generations = _read_jsonl(gens)
-        run.sources.append(str(gens))
-        for row in run.generations:
-            rid = str(row.get("id"))
-            for name in run.metrics:
-                value = row.get(name)
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    run.per_example.setdefault(name, {})[rid] = float(value)
     model = data.get("settings", {}).get("model") if isinstance(data.get("settings"), dict) else None
     if isinstance(model, str) and not run.config:
         trained = Path(model)
