@@ -151,6 +151,15 @@ class ListwiseConfig(ModelTrainingConfig):
     half_life_days: float = _f(365.0, "Popularity decay half-life in days (SeAdpra ranking).", "data")
     embedding_model: str | None = _f(None, "Sentence-embedding model of the semantic attribute (default: the "
                                            "ranking's offline all-MiniLM-L6-v2).", "data")
+    prefix_sharing: bool = _f(True, "Score each list as ONE packed sequence [prompt, r1, ..., rM] (the prompt "
+                                     "encoded once; same log-probs as separate sequences) where the model takes a "
+                                     "4-D attention mask; false: one sequence per response.", "data")
+    precompute_ref_logps: bool = _f(True, "Reference-model methods: compute the reference log-probs once before "
+                                          "training, cache them in output_dir/ref_logps/ and free the reference "
+                                          "copy; false: a reference forward every step.", "model")
+    max_tokens_per_batch: int | None = _f(None, "Fill each micro-batch with lists of similar length up to this many "
+                                                "tokens (the forward's padded size) instead of "
+                                                "per_device_train_batch_size lists; unset: a fixed list count.", "data")
     hparams: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "The method's hyper-parameters (flat keys on the command line and in YAML).", "group": "run"})
 
@@ -226,6 +235,9 @@ class ListwiseConfig(ModelTrainingConfig):
             out.append(f"order_source: {self.order_source!r} is not one of {', '.join(ORDER_SOURCES)}")
         if self.half_life_days <= 0:
             out.append(f"half_life_days: {self.half_life_days} must be > 0")
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < self.max_length:
+            out.append(f"max_tokens_per_batch: {self.max_tokens_per_batch} must be >= max_length "
+                       f"({self.max_length}) so that any list fits, or unset")
         if self.ref_model and not _model_reference_ok(self.ref_model):
             out.append(f"ref_model: {self.ref_model!r} does not exist; pass an existing model folder "
                        "(or leave it unset to use the initial policy)")

@@ -119,7 +119,9 @@ class EncodedList:
     ``order`` is best first; ``scores``/``psi`` one per response; ``apdf`` M x M or None;
     ``apdf_row_max`` (SeAdpra's W_r) one per response or None.
     ``prompt_ids`` holds the list's prompt once per response (after truncation each response
-    may keep a different prompt tail, so it is stored per response).
+    may keep a different prompt tail, so it is stored per response; equal prompts are one
+    shared list object). ``reference_logps``: the reference model's summed log-prob of each
+    response when cached before training (:mod:`.ref_cache`), else None.
     """
 
     prompt_ids: list[list[int]]
@@ -129,6 +131,7 @@ class EncodedList:
     scores: list[float] | None = None
     apdf: list[list[float]] | None = None
     apdf_row_max: list[float] | None = None
+    reference_logps: list[float] | None = None
 
 
 def encode_list(
@@ -143,17 +146,22 @@ def encode_list(
     """Tokenise one prompt with each of its responses.
 
     Returns:
-        ``(prompt_ids per response, response_ids per response)``, both truncated.
+        ``(prompt_ids per response, response_ids per response)``, both truncated. The prompt
+        part is tokenised once per list (it is the same text for every response); responses
+        whose truncated prompts are equal share one list object.
     """
     prompts, resps = [], []
+    head_ids: dict[str, list[int]] = {}
+    kept: dict[tuple[int, ...], list[int]] = {}
     for text in responses:
         head, tail = split_texts(tokenizer, prompt, text)
-        p = tokenizer(head, add_special_tokens=False)["input_ids"]
+        if head not in head_ids:
+            head_ids[head] = tokenizer(head, add_special_tokens=False)["input_ids"]
         r = tokenizer(tail, add_special_tokens=False)["input_ids"]
         if not r:
             r = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id]
-        p, r = truncate(p, r, max_length, max_prompt_length, stats)
-        prompts.append(p)
+        p, r = truncate(head_ids[head], r, max_length, max_prompt_length, stats)
+        prompts.append(kept.setdefault(tuple(p), p))
         resps.append(r)
     return prompts, resps
 
@@ -183,11 +191,18 @@ class ListCollator:
 
     A padded candidate is a single pad token with attention 1 (so no row is all-masked)
     and no response token, so its log-prob is 0 and it is masked out by ``list_mask``.
+
+    With ``prefix_sharing=True`` (the default) the batch also holds each list packed into one
+    row ``[prompt, r1, ..., rM]`` (``packed_*`` keys, :func:`~rankalign.training.packing.pack_lists`),
+    which :func:`list_logps` scores in one forward where the model takes a 4-D mask; the flat
+    keys stay for models that do not (and for the mismatched pairs). ``reference_logps [B, M]``
+    is added when every list carries cached reference log-probs (:mod:`.ref_cache`).
     """
 
-    def __init__(self, pad_token_id: int, *, mismatched: bool = False) -> None:
+    def __init__(self, pad_token_id: int, *, mismatched: bool = False, prefix_sharing: bool = True) -> None:
         self.pad_token_id = int(pad_token_id)
         self.mismatched = mismatched
+        self.prefix_sharing = prefix_sharing
 
     def _flatten(self, prompts: list[list[list[int]]], responses: list[list[list[int]]], m: int
                  ) -> dict[str, Tensor]:
@@ -219,6 +234,16 @@ class ListCollator:
             order[i, :k] = torch.tensor(it.order)
             psi[i, :k] = torch.tensor(it.psi, dtype=torch.float)
         batch.update(list_mask=list_mask, order=order, psi=psi)
+        if self.prefix_sharing:
+            from rankalign.training.packing import pack_lists
+
+            batch.update(pack_lists([it.prompt_ids for it in items], [it.response_ids for it in items],
+                                    self.pad_token_id))
+        if all(it.reference_logps is not None for it in items):
+            ref = torch.zeros(b, m)
+            for i, it in enumerate(items):
+                ref[i, : len(it.reference_logps)] = torch.tensor(it.reference_logps, dtype=torch.float)  # type: ignore[arg-type]
+            batch["reference_logps"] = ref
         if all(it.scores is not None for it in items):
             scores = torch.zeros(b, m)
             for i, it in enumerate(items):
@@ -289,16 +314,19 @@ def token_logps(logits: Tensor, targets: Tensor, chunk_rows: int = 8) -> Tensor:
     return torch.cat(out, 0)
 
 
-def _forward_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, keep: int) -> Tensor:
+def _forward_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, keep: int,
+                    position_ids: Tensor | None = None) -> Tensor:
     """Logits of the last ``keep`` positions (``logits_to_keep``); all of them for a model
-    whose forward does not take that argument."""
+    whose forward does not take that argument. ``attention_mask`` is ``[N, T]`` or, for
+    packed lists (:mod:`.packing`), ``[B, 1, T, T]`` with their ``position_ids [B, T]``."""
+    extra = {"position_ids": position_ids} if position_ids is not None else {}
     try:
         return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                     logits_to_keep=keep).logits
+                     logits_to_keep=keep, **extra).logits
     except TypeError as exc:
         if "logits_to_keep" not in str(exc):
             raise
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra).logits
 
 
 def sequence_logps(
@@ -330,8 +358,20 @@ def sequence_logps(
 
 
 def list_logps(model: Any, batch: dict[str, Tensor], prefix: str = "") -> tuple[Tensor, Tensor]:
-    """``(policy [B, M], lengths [B, M])`` for a collated batch (``prefix='mismatched_'`` for z0)."""
+    """``(policy [B, M], lengths [B, M])`` for a collated batch (``prefix='mismatched_'`` for z0).
+
+    With the packed keys of a prefix-sharing collator and a model that takes a 4-D mask
+    (:func:`~rankalign.training.packing.supports_prefix_sharing`), ONE forward over B packed
+    rows ``[prompt, r1, ..., rM]`` (:func:`~rankalign.training.packing.packed_list_logps`);
+    otherwise one forward over the ``B*M`` separate sequences. Both give the same values.
+    """
     b, m = batch["list_mask"].shape
+    if not prefix and "packed_input_ids" in batch:
+        from rankalign.training.packing import packed_list_logps, supports_prefix_sharing
+
+        if supports_prefix_sharing(model):
+            s, n = packed_list_logps(model, batch, m)
+            return s * batch["list_mask"], n
     s, n = sequence_logps(model, batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"],
                           batch[f"{prefix}response_mask"])
     s = s.view(b, m) * batch["list_mask"]  # [B, M]

@@ -243,6 +243,8 @@ class ListwiseTrainer(CrashSafeCheckpoints, Trainer):
     def _reference_logps(self, model: Any, batch: dict[str, Tensor], prefix: str = "") -> Tensor | None:
         if not self.loss_fn.needs_reference:
             return None
+        if not prefix and "reference_logps" in batch:  # cached before training (ref_cache)
+            return batch["reference_logps"]
         with torch.no_grad():
             if self.ref_model is not None:
                 return list_logps(self.ref_model, batch, prefix)[0]
@@ -457,6 +459,9 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, loss=loss, ref_model=ref_model,
         callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])], **(trainer_kwargs or {}),
     )
+    if loss.needs_reference and config.precompute_ref_logps:
+        _precompute_reference(trainer, config, train_ds, eval_ds)
+        ref_model = None  # freed unless KTO keeps it for its mismatched pairs
     # 4. train, save
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
@@ -464,6 +469,24 @@ def train(config: ListwiseConfig, records: list[ListRecord] | None = None, *,
     saved = save_final(trainer, config, tokenizer)
     return TrainResult(output_dir=str(config.output_dir), model=saved, tokenizer=tokenizer, log=_read_log(log_path),
                        train_runtime_s=runtime, truncation=stats.as_dict())
+
+
+def _precompute_reference(trainer: ListwiseTrainer, config: ListwiseConfig, train_ds: ListDataset,
+                          eval_ds: ListDataset | None) -> None:
+    """Reference log-probs of every list, cached (:mod:`.ref_cache`); the frozen reference copy
+    is then freed, except for KTO, whose mismatched pairs still need it."""
+    import gc
+
+    from rankalign.training.ref_cache import precompute_reference
+
+    splits = {"train": train_ds.items, **({"eval": eval_ds.items} if eval_ds is not None else {})}
+    settings = {"max_length": config.max_length, "max_prompt_length": config.max_prompt_length,
+                "max_list_size": config.max_list_size, "dtype": config.dtype,
+                "prefix_sharing": config.prefix_sharing, "ref_model": config.ref_model}
+    precompute_reference(trainer, splits, config.output_dir or ".", settings)
+    if not trainer.loss_fn.needs_mismatched and trainer.ref_model is not None:
+        trainer.ref_model = None
+        gc.collect()
 
 
 def _checked_data(config: ListwiseConfig, records: list[ListRecord] | None,
