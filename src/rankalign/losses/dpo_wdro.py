@@ -89,7 +89,7 @@ def tangent_pieces(k: int, xi_min: float) -> tuple[np.ndarray, np.ndarray]:
     bound of ``-log xi`` that touches it at every t_k (an outer approximation of its
     epigraph); the geometric spacing makes the largest gap between consecutive tangent
     points the same, ``u - 1 - log u`` with ``u = c log c / (c - 1)`` and ``c`` the ratio of
-    neighbouring points (K = 16, xi_min = 0.01: gap 0.012), because ``-log`` is scale-free.
+    neighbouring points (K = 16, xi_min = 0.01: gap 0.0118), because ``-log`` is scale-free.
     """
     if k == 1:
         t = np.array([1.0])
