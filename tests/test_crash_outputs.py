@@ -19,7 +19,7 @@ from training_tiny import save_tiny, tiny_records
 SCRIPT = Path(__file__).parent / "crash_cli_script.py"
 
 
-def run(kill_at: int, *argv: str, cache: Path) -> subprocess.CompletedProcess[str]:
+def run(kill_at: int | str, *argv: str, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RANKALIGN_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run([sys.executable, str(SCRIPT), str(kill_at), *argv], capture_output=True, text=True,
                           env=env, timeout=600)
@@ -38,7 +38,8 @@ def comparable(name: str, data: bytes) -> object:
     if name.endswith(".json"):
         obj = json.loads(data)
         if isinstance(obj, dict):
-            obj.pop("timings_s", None)
+            obj.pop("timings_s", None)  # eval
+            obj.pop("seconds", None)  # data stackexchange
         return obj
     if name.endswith(".md"):  # the report's timing table rows
         timing_rows = ("| load |", "| generate_and_score |", "| total |")
@@ -46,7 +47,7 @@ def comparable(name: str, data: bytes) -> object:
     return data
 
 
-def check_kill_then_rerun(tmp_path: Path, out: Path, argv: list[str], kill_at: int) -> None:
+def check_kill_then_rerun(tmp_path: Path, out: Path, argv: list[str], kill_at: int | str) -> str:
     cache = tmp_path / "cache"
     whole = tmp_path / "whole"
     ref = run(0, *[a.replace(str(out), str(whole)) for a in argv], cache=cache)
@@ -56,11 +57,13 @@ def check_kill_then_rerun(tmp_path: Path, out: Path, argv: list[str], kill_at: i
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
     partial = files(out) if out.exists() else {}
     assert set(partial) < set(want), "the kill came after the last output"
+    assert "summary.json" not in partial  # where it exists, it marks a finished run
     for name, data in partial.items():  # whatever is visible is whole
         assert comparable(name, data) == want[name], name
     again = run(0, *argv, cache=cache)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {k: comparable(k, v) for k, v in files(out).items()} == want
+    return again.stdout
 
 
 @pytest.mark.parametrize("kill_at", [1, 2])
@@ -91,3 +94,41 @@ def test_killed_rank_writes_nothing_and_reruns_equal(tmp_path: Path) -> None:
     out = tmp_path / "ranked" / "lists.ranked.jsonl"
     check_kill_then_rerun(tmp_path, out.parent, ["rank", str(data), "--out", str(out), "--attributes", "popularity",
                                                  "--no-progress"], 1)
+
+
+def test_killed_stackexchange_build_publishes_nothing_half_made(tmp_path: Path, shared_data: Path) -> None:
+    """Killed while moving its outputs into place: the earlier files are whole, the build is
+    marked unfinished (no summary.json), and the rerun removes the dead build's staging and
+    work folders and writes the same outputs."""
+    out, work = tmp_path / "coffee", tmp_path / "work"
+    argv = ["data", "stackexchange", str(shared_data / "stackexchange" / "coffee"), "--out", str(out),
+            "--no-code-filter", "--workers", "1", "--work-dir", str(work), "--quiet"]
+    stdout = check_kill_then_rerun(tmp_path, out, argv, "to:test.jsonl")
+    assert "removed the leftovers of an interrupted run" in stdout
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging-")]
+    assert not list(work.iterdir())
+
+
+def test_summary_marks_a_finished_build(tmp_path: Path) -> None:
+    from rankalign.data.stackexchange.output import OUTPUT_FILES, publish
+
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    out.mkdir()
+    staging.mkdir()
+    (out / "summary.json").write_text("{}")  # an earlier build
+    for name in OUTPUT_FILES:
+        (staging / name).write_text(name)
+    real = os.replace
+    seen = []
+
+    def spy(src, dst):  # type: ignore[no-untyped-def]
+        seen.append((Path(dst).name, (out / "summary.json").exists()))
+        real(src, dst)
+
+    os.replace = spy
+    try:
+        publish(staging, out)
+    finally:
+        os.replace = real
+    assert [name for name, _ in seen][-1] == "summary.json"
+    assert not any(had for name, had in seen)  # the old marker is gone before the first move

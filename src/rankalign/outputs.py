@@ -136,3 +136,41 @@ def _file_mode(target: Path) -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def owned_prefix(base: str) -> str:
+    """A temporary-name prefix that carries this process's id (``<base><pid>-``), so a later run
+    can tell the leftovers of a killed process (:func:`remove_orphans`) from a live one's."""
+    return f"{base}{os.getpid()}-"
+
+
+def remove_orphans(folder: str | os.PathLike[str], base: str) -> list[str]:
+    """Delete the entries of ``folder`` named ``<base><pid>-...`` whose process no longer runs
+    (a build killed before it could clean up); returns their names. A one-line notice names them."""
+    import shutil
+
+    folder = Path(folder)
+    gone = []
+    if not folder.is_dir():
+        return gone
+    for entry in folder.iterdir():
+        rest = entry.name[len(base):] if entry.name.startswith(base) else ""
+        pid = rest.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            gone.append(entry.name)
+    if gone:
+        print(f"removed the leftovers of an interrupted run in {folder}: {', '.join(sorted(gone))}", flush=True)
+    return sorted(gone)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from rankalign.errors import UserError
+from rankalign.outputs import owned_prefix, remove_orphans
 
+STAGING = ".staging-"
 OUTPUT_FILES = ("train.jsonl", "test.jsonl", "stats.csv", "stats.md", "stats.png", "summary.json")
 
 
@@ -46,7 +48,8 @@ def staging_folder(out: Path) -> Iterator[Path]:
                         "(it is created when missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+        remove_orphans(out, STAGING)  # a killed build's staging folder
+        staging = Path(tempfile.mkdtemp(prefix=owned_prefix(STAGING), dir=out))
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc}); give a folder you can "
                         "write to") from None
@@ -57,7 +60,13 @@ def staging_folder(out: Path) -> Iterator[Path]:
 
 
 def publish(staging: Path, out: Path) -> None:
-    """Rename every output from ``staging`` into ``out`` (``summary.json`` last)."""
+    """Rename every output from ``staging`` into ``out``.
+
+    ``summary.json`` marks a finished build: an earlier build's is removed first and the new
+    one is renamed last, so a folder with a ``summary.json`` holds one build's complete
+    outputs, and one without it was interrupted (each file in it is still whole).
+    """
+    (out / "summary.json").unlink(missing_ok=True)
     for name in OUTPUT_FILES:
         os.replace(staging / name, out / name)
 

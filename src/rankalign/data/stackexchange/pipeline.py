@@ -31,6 +31,7 @@ from rankalign.data.stackexchange.parse import (
     progress_bar,
 )
 from rankalign.errors import UserError
+from rankalign.outputs import owned_prefix, remove_orphans
 
 
 def build_stacocoqa(
@@ -80,6 +81,10 @@ def build_stacocoqa(
     return summary
 
 
+#: the work folder's name prefix (with the process id: a killed build's folder is removed by the next)
+WORK_PREFIX = "rankalign-se-"
+
+
 @contextlib.contextmanager
 def _work_folder(opts: StackExchangeOptions) -> Iterator[Path]:
     """The temporary work folder (inside ``work_dir``, created when missing), removed on exit."""
@@ -87,7 +92,8 @@ def _work_folder(opts: StackExchangeOptions) -> Iterator[Path]:
     try:
         if parent is not None:
             parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.TemporaryDirectory(prefix="rankalign-se-", dir=parent)
+        remove_orphans(parent if parent is not None else tempfile.gettempdir(), WORK_PREFIX)
+        tmp = tempfile.TemporaryDirectory(prefix=owned_prefix(WORK_PREFIX), dir=parent)
     except OSError as exc:
         raise UserError(f"--work-dir {parent}: cannot create the work folder there ({exc.strerror or exc}); "
                         "give a writable folder with about the dump's uncompressed size free") from None
