@@ -216,10 +216,11 @@ def train_reward_model(config: RewardConfig, records: list[ListRecord] | None = 
     header = {"type": "truncation", "method": f"reward_model/{config.rm_loss}", "lists": len(train_ds),
               **stats.as_dict()}
     loss = RewardListLoss(rm_loss=config.rm_loss, pair_mode=config.pair_mode)
+    # the reward head reads each (prompt, response) row on its own: no packed lists (prefix_sharing)
     eval_ds = None
     if config.eval_strategy != "no" and held_out:
         eval_ds = ListDataset(encode_records(held_out, tokenizer, config, desc="tokenising eval"))  # type: ignore[arg-type]
-    trainer = RewardTrainer(model=model, args=config, data_collator=ListCollator(tokenizer.pad_token_id),
+    trainer = RewardTrainer(model=model, args=config, data_collator=ListCollator(tokenizer.pad_token_id, prefix_sharing=False),
                             train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, loss=loss,
                             callbacks=[JsonlLogCallback(log_path, header), *(callbacks or [])])
     t0 = time.perf_counter()
