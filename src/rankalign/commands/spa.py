@@ -24,56 +24,78 @@ _DESCRIPTION = ("SPA: DPO on a small labelled seed set, then rounds of sampling 
 
 
 class _FullHelp(argparse.Action):
+    """``-h``: the help of the full, generated parser (``parser.build_full``, built on demand)."""
+
     def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
         super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: Any = None) -> None:
-        build_spa_parser().print_help()
+        parser.build_full().print_help()  # type: ignore[attr-defined]
         parser.exit()
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("spa", add_help=False, allow_abbrev=False, description=_DESCRIPTION,
-                                   help="SPA: spread a small labelled seed set by self-judged, self-refined rounds")
+def register_iterative(subparsers: Any, name: str, help_text: str, description: str, build: Any, func: Any) -> None:
+    """A sub-command whose options are parsed by ``build()`` (a generated parser) in ``func``."""
+    parser = subparsers.add_parser(name, add_help=False, allow_abbrev=False, description=description, help=help_text)
+    parser.build_full = build  # type: ignore[attr-defined]
     parser.add_argument("-h", "--help", action=_FullHelp, help="show every option, grouped, and exit")
-    parser.set_defaults(func=run, accepts_extra=True)
+    parser.set_defaults(func=func, accepts_extra=True)
 
 
-def build_spa_parser() -> argparse.ArgumentParser:
-    """``rankalign train``'s generated parser plus the SPA and generation groups."""
+def register(subparsers: Any) -> None:
+    register_iterative(subparsers, "spa", "SPA: spread a small labelled seed set by self-judged, self-refined rounds",
+                       _DESCRIPTION, build_spa_parser, run)
+
+
+def build_iterative_parser(prog: str, description: str, usage: str, options_cls: type,
+                           groups: dict[str, str]) -> argparse.ArgumentParser:
+    """``rankalign train``'s generated parser plus one group per ``groups`` entry of ``options_cls``'s fields."""
+    import dataclasses
+
     from rankalign.cli_fields import add_dataclass_fields, type_hints
     from rankalign.commands.train import build_train_parser
-    from rankalign.iterative.spa import SPAOptions, spa_option_fields
 
-    parser = build_train_parser(prog="rankalign spa")
-    parser.description = _DESCRIPTION
-    parser.usage = "%(prog)s --data SEED --prompts PROMPTS --output-dir DIR [--config SPA.yaml] [--KEY VALUE ...]"
-    types = type_hints(SPAOptions)
-    fields = list(spa_option_fields().values())
-    for group, title in (("spa", "spa: rounds, prompts, list-wise SPA, judge"),
-                         ("generation", "generation: sampling from the policy")):
+    parser = build_train_parser(prog=prog)
+    parser.description, parser.usage = description, usage
+    types = type_hints(options_cls)
+    fields = dataclasses.fields(options_cls)
+    for group, title in groups.items():
         add_dataclass_fields(parser.add_argument_group(title),
                              [f for f in fields if f.metadata.get("group") == group], types=types)
     return parser
 
 
-def parse_spa_args(argv: list[str]) -> dict[str, Any]:
+def build_spa_parser() -> argparse.ArgumentParser:
+    """``rankalign train``'s generated parser plus the SPA and generation groups."""
+    from rankalign.iterative.spa import SPAOptions
+
+    return build_iterative_parser(
+        "rankalign spa", _DESCRIPTION,
+        "%(prog)s --data SEED --prompts PROMPTS --output-dir DIR [--config SPA.yaml] [--KEY VALUE ...]", SPAOptions,
+        {"spa": "spa: rounds, prompts, list-wise SPA, judge", "generation": "generation: sampling from the policy"})
+
+
+def parse_iterative_args(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, Any]:
     """Flat key -> value from the YAML file (if any) and the flags (flags win)."""
+    from pathlib import Path
+
     from rankalign.cli_fields import given_values
     from rankalign.commands.train import parse_overrides
     from rankalign.training.config import _read_yaml
 
-    parser = build_spa_parser()
     known, unknown = parser.parse_known_args(argv)
     names = [a.dest for a in parser._actions if a.dest not in ("help", "config_file")]
     values: dict[str, Any] = {}
     if known.config_file:
-        from pathlib import Path
-
         values = {str(k).replace("-", "_"): v for k, v in _read_yaml(Path(known.config_file)).items()}
     values.update(parse_overrides(unknown))
     values.update(given_values(known, names))
     return values
+
+
+def parse_spa_args(argv: list[str]) -> dict[str, Any]:
+    """Flat key -> value of ``rankalign spa``'s arguments."""
+    return parse_iterative_args(build_spa_parser(), argv)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -133,48 +133,65 @@ class SPARun:
         return load_config(None, {**kept, "method": method, **values})
 
 
-def build_run(values: dict[str, Any]) -> SPARun:
-    """Split flat keys into SPA options and training keys, and check everything at once.
+def check_keys(values: dict[str, Any], options_cls: type, method: str, *, also: tuple[str, ...] = (),
+               reserved: dict[str, str] | None = None) -> tuple[Any, dict[str, Any], Any]:
+    """Split flat keys into the options of an iterative command and training keys; check all at once.
 
+    Args:
+        values: flat key -> value (YAML and flags).
+        options_cls: the command's options dataclass (with a ``problems()`` method).
+        method: the loss of the training rounds; the training keys are checked as its config.
+        also: other methods the command trains with (their hyper-parameters are accepted).
+        reserved: keys the command sets itself -> what to use instead.
+    Returns:
+        ``(options, training keys, the rounds' ListwiseConfig)``.
     Raises:
-        ConfigError: every problem (SPA options, training keys, hyper-parameters such as
-            ``spa_k`` out of range), before any data or model is read.
+        ConfigError: every problem (options, training keys, hyper-parameters out of range or
+            of another method), before any data or model is read.
     """
     from rankalign.cli_fields import coerce_fields
-
-    own = spa_option_fields()
-    spa_values = {k: v for k, v in values.items() if k in own}
-    train_values = {k: v for k, v in values.items() if k not in own}
-    problems: list[str] = []
-    for key in ("method", "spa_lambda"):
-        if key in train_values:
-            problems.append(f"{key}: set by rankalign spa itself; "
-                            + ("use spa_list_size / spa_list_method" if key == "method"
-                               else "use spa_lambdas (one value per round)"))
-            train_values.pop(key)
-    n_before = len(problems)
-    kwargs = coerce_fields(SPAOptions, spa_values, problems=problems)
-    options = SPAOptions(**kwargs) if len(problems) == n_before else SPAOptions(prompts=kwargs.get("prompts"))
-    problems += options.problems()
-    base = None
     from rankalign.losses import hyperparameters
     from rankalign.training.config import load_config
 
+    own = {f.name for f in dataclasses.fields(options_cls)}
+    option_values = {k: v for k, v in values.items() if k in own}
+    train_values = {k: v for k, v in values.items() if k not in own}
+    problems: list[str] = []
+    for key, instead in (reserved or {}).items():
+        if key in train_values:
+            problems.append(f"{key}: set by the command itself; {instead}")
+            train_values.pop(key)
+    n_before = len(problems)
+    kwargs = coerce_fields(options_cls, option_values, problems=problems)
+    options = options_cls(**kwargs) if len(problems) == n_before else options_cls()
+    problems += options.problems()
     known = hyperparameters()
-    method = "spa" if options.spa_list_size == 2 else options.spa_list_method
-    try:  # the keys of the refinement rounds, checked as the loss of those rounds takes them
+    base = None
+    try:  # the keys of the training rounds, checked as the loss of those rounds takes them
         base = load_config(None, {**{k: v for k, v in train_values.items()
                                      if k not in known or method in known[k].methods}, "method": method})
     except ConfigError as exc:
         problems += exc.problems
-    stray = [k for k in train_values if k in known and method not in known[k].methods
-             and "dpo_bt" not in known[k].methods]
-    problems += [f"{k}: a hyper-parameter of {', '.join(known[k].methods)}; this run trains with {method} "
-                 "(and dpo_bt on the seed set); remove it" for k in stray]
+    stray = [k for k in train_values if k in known and not {method, *also} & set(known[k].methods)]
+    problems += [f"{k}: a hyper-parameter of {', '.join(known[k].methods)}; this run trains with "
+                 f"{' and '.join((method, *also))}; remove it" for k in stray]
     if base is not None and not base.data:
-        problems.append("data: missing; pass --data FILE with the labelled seed set (lists or pairs)")
+        problems.append("data: missing; pass --data FILE")
     if problems:
         raise ConfigError(problems)
+    return options, train_values, base
+
+
+def build_run(values: dict[str, Any]) -> SPARun:
+    """The checked SPA run of flat keys (:func:`check_keys`)."""
+    size = values.get("spa_list_size", 2)
+    method = "spa" if str(size).strip() in ("2", "") else str(values.get("spa_list_method", "pro"))
+    if method not in ("spa", *LIST_METHODS):
+        method = "spa"  # SPAOptions.problems() names the bad spa_list_method
+    options, train_values, base = check_keys(
+        values, SPAOptions, method, also=("dpo_bt",),
+        reserved={"method": "use spa_list_size / spa_list_method",
+                  "spa_lambda": "use spa_lambdas (one value per round)"})
     return SPARun(options=options, train_values=train_values, base=base)
 
 
@@ -239,13 +256,10 @@ def run_spa(run: SPARun, *, show_progress: bool = True) -> dict[str, Any]:
         raise UserError(f"judge_data {opts.judge_data}: no valid lists")
 
     summary: dict[str, Any] = {"method": run.round_method(), "rounds": []}
-    prev = _seed_round(run, out / "round-0")
-    if judge_records:
-        summary["judge_round_0"] = _judge(run, prev, judge_records)
+    prev = out / "round-0"
+    summary["round_0"] = _seed_round(run, prev, judge_records)
     for t, prompts in enumerate(rounds, start=1):
-        info = _refine_round(run, t, prompts, prev, out / f"round-{t}", show_progress=show_progress)
-        if judge_records:
-            info["judge"] = _judge(run, out / f"round-{t}", judge_records)
+        info = _refine_round(run, t, prompts, prev, out / f"round-{t}", judge_records, show_progress=show_progress)
         summary["rounds"].append(info)
         prev = out / f"round-{t}"
     with atomic_path(out / SUMMARY) as tmp:
@@ -265,20 +279,25 @@ def _mark_done(folder: Path, info: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
 
 
-def _seed_round(run: SPARun, folder: Path) -> Path:
+def _seed_round(run: SPARun, folder: Path, judge_records: list[Any]) -> dict[str, Any]:
     """Round 0: DPO on the seed set from pi_init -> pi_0 (SPA §4, "initial stage")."""
     from rankalign.training.trainer import train
 
-    if _finished(folder) is None:
-        config = run.phase_config("dpo_bt", output_dir=str(folder), num_train_epochs=run.options.seed_epochs,
-                                  resume_from_checkpoint="latest")
-        result = train(config)
-        _mark_done(folder, {"round": 0, "method": "dpo_bt", "steps": _steps(result.log)})
-    return folder
+    done = _finished(folder)
+    if done is not None:
+        return done
+    config = run.phase_config("dpo_bt", output_dir=str(folder), num_train_epochs=run.options.seed_epochs,
+                              resume_from_checkpoint="latest")
+    result = train(config)
+    info: dict[str, Any] = {"round": 0, "method": "dpo_bt", "steps": _steps(result.log)}
+    if judge_records:
+        info["judge"] = _judge(run, folder, judge_records)
+    _mark_done(folder, info)
+    return info
 
 
-def _refine_round(run: SPARun, t: int, prompts: list[tuple[str, str]], prev: Path, folder: Path, *,
-                  show_progress: bool) -> dict[str, Any]:
+def _refine_round(run: SPARun, t: int, prompts: list[tuple[str, str]], prev: Path, folder: Path,
+                  judge_records: list[Any], *, show_progress: bool) -> dict[str, Any]:
     """One SPA round: sample from pi_{t-1}, judge against pi_init, refine-train pi_t from pi_{t-1}."""
     done = _finished(folder)
     if done is not None:
@@ -306,6 +325,8 @@ def _refine_round(run: SPARun, t: int, prompts: list[tuple[str, str]], prev: Pat
     info = {"round": t, "method": run.round_method(), "lambda": lam if run.round_method() == "spa" else None,
             "prompts": len(prompts), "samples_per_prompt": opts.spa_list_size, **stats,
             "steps": _steps(result.log), "flagged": _mean_metric(result.log, "spa/flagged")}
+    if judge_records:
+        info["judge"] = _judge(run, folder, judge_records)
     _mark_done(folder, info)
     return info
 
