@@ -41,9 +41,13 @@ def comparable(name: str, data: bytes) -> object:
             obj.pop("timings_s", None)  # eval
             obj.pop("seconds", None)  # data stackexchange
         return obj
-    if name.endswith(".md"):  # the report's timing table rows
-        timing_rows = ("| load |", "| generate_and_score |", "| total |")
-        return [line for line in data.decode().splitlines() if not line.startswith(timing_rows)]
+    if name.endswith(".md"):  # the report's "| stage | seconds |" table
+        lines, out, in_timings = data.decode().splitlines(), [], False
+        for line in lines:
+            in_timings = line.startswith("| stage | seconds |") or (in_timings and line.startswith("|"))
+            if not in_timings:
+                out.append(line)
+        return out
     return data
 
 
