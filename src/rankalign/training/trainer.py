@@ -37,6 +37,7 @@ from rankalign.losses import ListLogps, ListwiseLoss, build_loss
 from rankalign.losses._util import list_metrics
 from rankalign.outputs import check_output_dir
 from rankalign.training import checkpoints
+from rankalign.training.batching import padding_metrics
 from rankalign.training.callbacks import JsonlLogCallback
 from rankalign.training.config import ListwiseConfig
 from rankalign.training.logps import EncodedList, ListCollator, TruncationStats, encode_list, list_logps
@@ -64,10 +65,11 @@ def select_list(record: ListRecord, order_source: str, max_list_size: int | None
 
     Returns:
         ``(kept original indices (ascending), targets)``; ``targets`` holds
-        :class:`EncodedList`'s ``order`` (best first), ``psi``, ``scores``, ``apdf`` and
-        ``apdf_row_max``. With ``max_list_size`` only the best-ranked responses (by
-        ``order_source``) are kept; ``apdf_row_max`` (SeAdpra's W_r) stays the value
-        computed on the whole pool.
+        :class:`EncodedList`'s ``order`` (best first), ``psi``, ``scores``, ``apdf``,
+        ``apdf_row_max`` and ``desirable`` (1/0 per kept response when every response of the
+        record carries ``attributes["desirable"]``, else None; docs/methods.md#kto-unpaired).
+        With ``max_list_size`` only the best-ranked responses (by ``order_source``) are kept;
+        ``apdf_row_max`` (SeAdpra's W_r) stays the value computed on the whole pool.
     """
     order = record.preference_order(order_source)
     keep = sorted(order[:max_list_size]) if max_list_size else list(range(record.num_responses))
@@ -77,7 +79,11 @@ def select_list(record: ListRecord, order_source: str, max_list_size: int | None
     psi = order_labels(new_order, scores)  # scores, else M - position among the kept responses
     apdf = [[record.apdf[i][j] for j in keep] for i in keep] if record.apdf is not None else None
     row_max = [record.apdf_row_max[i] for i in keep] if record.apdf_row_max is not None else None
-    return keep, {"order": new_order, "psi": psi, "scores": scores, "apdf": apdf, "apdf_row_max": row_max}
+    # explicit desirable/undesirable feedback (KTO on unpaired data) only when every response has it
+    labels = [record.responses[i].attributes.get("desirable") for i in keep]
+    desirable = [int(bool(v)) for v in labels] if all(v is not None for v in labels) else None
+    return keep, {"order": new_order, "psi": psi, "scores": scores, "apdf": apdf, "apdf_row_max": row_max,
+                  "desirable": desirable}
 
 
 def encode_records(records: Sequence[ListRecord], tokenizer: Any, config: ListwiseConfig,
@@ -135,6 +141,11 @@ def validate_data(records: Sequence[ListRecord], config: ListwiseConfig, what: s
     if source == "scores" and missing_scores:
         problems.append(f"{what}: order_source scores needs 'scores' but {len(missing_scores)} record(s) have "
                         f"none (e.g. id={missing_scores[0]!r})")
+    single = [r.id for r in records if r.num_responses < 2]
+    if single and not cls.accepts_single_response:
+        problems.append(f"{what}: {len(single)} list(s) hold a single response (e.g. id={single[0]!r}); only kto "
+                        f"trains on single responses labelled desirable/undesirable, {config.method} needs "
+                        "pairs: use --method kto, or data with at least 2 responses per prompt")
     if cls.needs_mismatched:
         # the trainer drops an epoch's last incomplete micro-batch (see ListwiseTrainer), so one
         # full micro-batch per process is the least that trains
@@ -265,7 +276,8 @@ class ListwiseTrainer(CrashSafeCheckpoints, Trainer):
         policy, lengths = list_logps(model, batch)  # [B, M] each
         lp = ListLogps(policy=policy, lengths=lengths, mask=batch["list_mask"], order=batch["order"],
                        reference=self._reference_logps(model, batch), scores=batch.get("scores"),
-                       labels=batch["psi"], apdf=batch.get("apdf"), apdf_row_max=batch.get("apdf_row_max"))
+                       labels=batch["psi"], apdf=batch.get("apdf"), apdf_row_max=batch.get("apdf_row_max"),
+                       desirable=batch.get("desirable"))
         if self.loss_fn.needs_mismatched:
             self._mismatched_logps(model, batch, lp)
         return lp
@@ -307,8 +319,26 @@ class ListwiseTrainer(CrashSafeCheckpoints, Trainer):
             metrics["logps/mean"] = (lp.policy.detach() * lp.mask).sum() / lp.mask.sum().clamp(min=1)
             for key, value in out.metrics.items():
                 metrics[key] = value.detach().float().mean() if torch.is_tensor(value) else torch.tensor(value)
+            if model.training:  # the forward's real vs padded tokens (batching.py)
+                metrics.update(padding_metrics(inputs))
             self._store(metrics, "train" if model.training else "eval")
         return (loss, {"list_logps": lp}) if return_outputs else loss
+
+    def get_train_dataloader(self) -> Any:
+        """With ``max_tokens_per_batch``: micro-batches filled to that many tokens (:mod:`.batching`)."""
+        budget = getattr(self.args, "max_tokens_per_batch", None)
+        if not budget:
+            return super().get_train_dataloader()
+        from rankalign.training.batching import TokenBudgetBatchSampler
+
+        sampler = TokenBudgetBatchSampler(
+            self.train_dataset.items, budget, prefix_sharing=getattr(self.data_collator, "prefix_sharing", False),
+            min_lists=2 if self.loss_fn.needs_mismatched else 1,
+            shuffle=self.args.train_sampling_strategy != "sequential", seed=self.args.seed)
+        loader = torch.utils.data.DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                                             num_workers=self.args.dataloader_num_workers,
+                                             pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
 
     def _store(self, metrics: dict[str, Tensor], mode: str) -> None:
         keys = sorted(metrics)
