@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +170,8 @@ def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[tuple[str, st
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"prompt id {dup!r} appears more than once; prompt ids must be unique")
-    header = {"round": round_index, "seed": seed, "n": n, **asdict(options), "max_prompt_length": max_prompt_length}
-    header.pop("use_vllm")
+    sampling = {f.name: getattr(options, f.name) for f in fields(SamplingOptions) if f.name != "use_vllm"}
+    header = {"round": round_index, "seed": seed, "n": n, **sampling, "max_prompt_length": max_prompt_length}
     store = SampleStore(store_path, header)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

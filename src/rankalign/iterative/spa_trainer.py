@@ -68,7 +68,7 @@ class SPATrainer(ListwiseTrainer):
         super().__init__(*args, **kwargs)
         # kept for the de-coupled logits even when the trainer's reference log-probs come from a
         # cache and ``self.ref_model`` is dropped
-        self.spa_reference = self.ref_model
+        self.spa_reference = self.ref_model if isinstance(self.loss_fn, SPALoss) else None
         if isinstance(self.loss_fn, SPALoss):
             self.loss_fn.history = deque(maxlen=int(confidence_window))
 
