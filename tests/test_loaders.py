@@ -378,7 +378,7 @@ def test_generic_and_limit(tmp_path: Path) -> None:
 
 def test_registry_and_errors(tmp_path: Path) -> None:
     assert set(LOADERS) == {"oasst1", "hh_rlhf", "pku_saferlhf", "ultrafeedback",
-                            "stack_exchange_preferences", "pro", "generic"}
+                            "stack_exchange_preferences", "pro", "generic", "kto_unpaired"}
     assert set(available_formats()) == set(LOADERS)
     with pytest.raises(UserError, match=r"unknown data format 'nope'.*oasst1"):
         load_dataset_file("nope", "x.jsonl")

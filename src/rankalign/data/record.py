@@ -19,8 +19,9 @@ RECORD_KEYS = ("id", "prompt", "responses", "ranking", "scores", "meta", "dynami
 #: attribute keys with a fixed meaning (docs/methods.md#record, #attributes).
 NUMERIC_ATTRIBUTES = ("votes",)
 DATE_ATTRIBUTES = ("created",)
-#: flags read by :meth:`ListRecord.community_order`; a string "false" must not count as accepted.
-BOOL_ATTRIBUTES = ("accepted",)
+#: flags read by :meth:`ListRecord.community_order` and KTO (``desirable``, docs/methods.md#kto-unpaired);
+#: a string "false" must not count as true.
+BOOL_ATTRIBUTES = ("accepted", "desirable")
 
 
 class RecordError(ValueError):
@@ -77,7 +78,7 @@ class ListRecord:
     Attributes:
         id: record identifier (a StackExchange question Id, a tree id, ...).
         prompt: the prompt text (title + question body for community QA).
-        responses: M >= 2 candidates.
+        responses: M >= 2 candidates (one only when labelled ``desirable``: :meth:`labelled_single`).
         ranking: optional gold order, best first, a permutation of ``range(M)``.
         scores: optional explicit rewards, one per response (higher is better).
         meta: free-form metadata (tags, source, provenance of a ranking, ...).
@@ -157,10 +158,11 @@ class ListRecord:
         loc = where or f"record id={self.id!r}"
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise RecordError(loc, "prompt", "missing or empty", "every record needs a non-empty prompt string")
-        if len(self.responses) < 2:
+        if len(self.responses) < 2 and not self.labelled_single():
             raise RecordError(
                 loc, "responses", f"has {len(self.responses)} response(s); a list needs at least 2",
-                "drop this record or add candidates",
+                "drop this record or add candidates (a single response is allowed only with a "
+                "desirable label, for kto)",
             )
         m = len(self.responses)
         for i, r in enumerate(self.responses):
@@ -173,6 +175,11 @@ class ListRecord:
         if self.scores is not None:
             self.scores = _checked_scores(loc, self.scores, m)
         _check_apdf(loc, self.apdf, self.apdf_row_max, m)
+
+    def labelled_single(self) -> bool:
+        """A list of one response labelled ``desirable`` true/false: unpaired feedback, which only
+        KTO trains on (docs/methods.md#kto-unpaired); every other list needs two responses."""
+        return len(self.responses) == 1 and self.responses[0].attributes.get("desirable") is not None
 
     # ------------------------------------------------------------------ orders
     @property

@@ -37,6 +37,9 @@ class ListLogps:
             the single-attribute APDF matrices (SeAdpra, arXiv:2502.12189, eq. 7); optional.
         mismatched_policy / mismatched_reference: ``[B, M]`` log-probs of each response
             given another list's prompt (KTO's z0 estimate).
+        desirable: ``[B, M]`` long, explicit binary feedback per response (unpaired data,
+            docs/methods.md#kto-unpaired): 1 desirable, 0 undesirable, -1 where the list has no
+            labels (and at padding); None when no list of the batch has labels.
     """
 
     policy: Tensor
@@ -50,6 +53,7 @@ class ListLogps:
     apdf_row_max: Tensor | None = None
     mismatched_policy: Tensor | None = None
     mismatched_reference: Tensor | None = None
+    desirable: Tensor | None = None
 
     @property
     def avg(self) -> Tensor:
@@ -112,6 +116,9 @@ class ListwiseLoss(nn.Module):
     needs_scores: ClassVar[bool] = False
     needs_apdf: ClassVar[bool] = False
     needs_mismatched: ClassVar[bool] = False
+    #: whether the method trains on lists of one response (labelled desirable/undesirable: KTO on
+    #: unpaired feedback); the trainer refuses such lists for every other method
+    accepts_single_response: ClassVar[bool] = False
     #: the order the method trains on by default: "auto" (gold > scores > community, docs/methods.md#orders) or "dynamic" (SeAdpra)
     default_order: ClassVar[str] = "auto"
 

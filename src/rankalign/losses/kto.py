@@ -28,10 +28,12 @@ class KTOLoss(ListwiseLoss):
     Paper: KTO (Ethayarajh et al., arXiv:2402.01306) eq. 7-8, a baseline of SPO (OpenReview
     Ek50sQQI1w); the list reading is the project's (docs/methods.md#kto).
 
-    Desirable responses: the top half of the target order, positions ``k < ceil(n/2)``
-    (0-based, n the list's length; the middle response of an odd list is desirable, so
-    n_D >= n_U as the KTO paper's recommended ratio lambda_D n_D / (lambda_U n_U) >= 1
-    suggests). The rest are undesirable.
+    Desirable responses: the explicit labels when the list has them (``batch.desirable``
+    >= 0: unpaired feedback, every response labelled, docs/methods.md#kto-unpaired; such a
+    list may hold a single response); otherwise the top half of the target order, positions
+    ``k < ceil(n/2)`` (0-based, n the list's length; the middle response of an odd list is
+    desirable, so n_D >= n_U as the KTO paper's recommended ratio lambda_D n_D / (lambda_U n_U)
+    >= 1 suggests). The rest are undesirable.
 
     Formula: ``z0 = max(0, mean of mismatched_ratio over every real candidate of the
     batch)``, detached (mismatched_ratio = logp_pi - logp_ref of a response given another
@@ -43,11 +45,13 @@ class KTOLoss(ListwiseLoss):
 
     Naive equivalent: ``z0 = max(0, mean(mp - mr over all real candidates));
     for each list: loss = mean(lD*(1-sig(beta*(r[k]-z0))) if k < ceil(n/2)
-    else lU*(1-sig(beta*(z0-r[k]))) for k in range(n))`` (r in best-first order).
+    else lU*(1-sig(beta*(z0-r[k]))) for k in range(n))`` (r in best-first order; with labels,
+    ``label[k]`` replaces ``k < ceil(n/2)``).
     """
 
     needs_reference = True
     needs_mismatched = True
+    accepts_single_response = True
 
     hyperparams = KTOParams
 
@@ -70,10 +74,16 @@ class KTOLoss(ListwiseLoss):
         n = list_lengths(batch)[:, None]  # [B, 1]
         pos = torch.arange(r.shape[1], device=r.device)[None, :]  # [1, M]
         desirable = 2 * pos < n  # pos < ceil(n/2)
+        if batch.desirable is not None:  # explicit labels (-1: the list has none)
+            label = batch.sorted(batch.desirable)  # [B, M]
+            desirable = torch.where(label >= 0, label == 1, desirable)
         per = torch.where(desirable,
                           self.lambda_d * (1 - torch.sigmoid(self.beta * (r - z0))),
                           self.lambda_u * (1 - torch.sigmoid(self.beta * (z0 - r))))  # [B, M]
         loss = masked_mean(per, smask, dim=1)  # [B]
         metrics = list_metrics(batch, self.beta * r, self.beta * r)
         metrics["kl"] = z0
+        with torch.no_grad():  # the implicit reward of each class (labelled or by position)
+            metrics["rewards/desirable"] = masked_mean(self.beta * r, smask & desirable)
+            metrics["rewards/undesirable"] = masked_mean(self.beta * r, smask & ~desirable)
         return LossOutput(loss, metrics)

@@ -121,7 +121,8 @@ class EncodedList:
     ``prompt_ids`` holds the list's prompt once per response (after truncation each response
     may keep a different prompt tail, so it is stored per response; equal prompts are one
     shared list object). ``reference_logps``: the reference model's summed log-prob of each
-    response when cached before training (:mod:`.ref_cache`), else None.
+    response when cached before training (:mod:`.ref_cache`), else None. ``desirable``: 1/0
+    per response, explicit unpaired feedback for KTO (docs/methods.md#kto-unpaired), or None.
     """
 
     prompt_ids: list[list[int]]
@@ -132,6 +133,7 @@ class EncodedList:
     apdf: list[list[float]] | None = None
     apdf_row_max: list[float] | None = None
     reference_logps: list[float] | None = None
+    desirable: list[int] | None = None
 
 
 def encode_list(
@@ -182,7 +184,8 @@ class ListCollator:
         response tokens, False at prompt/padding and at padded candidates), ``list_mask
         [B, M]``, ``order [B, M]``, ``psi [B, M]``, ``scores [B, M]`` (only when every list
         has scores), ``apdf [B, M, M]`` and ``apdf_row_max [B, M]`` (only when every list
-        has one) and, with
+        has one), ``desirable [B, M]`` (1/0 labels, -1 where a list has none; only when some
+        list has them) and, with
         ``mismatched=True``, ``mismatched_input_ids/attention_mask/response_mask [N, T']``:
         each response of list b after the prompt of another list of the micro-batch whose
         prompt differs from list b's (:func:`mismatched_partners`; KTO's z0 estimate,
@@ -255,6 +258,12 @@ class ListCollator:
                 k = len(it.response_ids)
                 apdf[i, :k, :k] = torch.tensor(it.apdf, dtype=torch.float)
             batch["apdf"] = apdf
+        if any(it.desirable is not None for it in items):
+            desirable = torch.full((b, m), -1, dtype=torch.long)  # -1: no label (a list without them, padding)
+            for i, it in enumerate(items):
+                if it.desirable is not None:
+                    desirable[i, : len(it.desirable)] = torch.tensor(it.desirable, dtype=torch.long)
+            batch["desirable"] = desirable
         if all(it.apdf_row_max is not None for it in items):
             row_max = torch.zeros(b, m)
             for i, it in enumerate(items):
