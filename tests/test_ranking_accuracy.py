@@ -376,3 +376,32 @@ def test_eval_bad_input_is_one_line(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "has a gold order" in err and "reward and toxicity still run" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_reward_column_from_a_one_label_classifier(tmp_path: Path, letter_embeddings):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from rankalign import cli
+    from rankalign.training.logps import split_texts
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, num_labels=1)
+    rm = LlamaForSequenceClassification(cfg).eval()
+    rm.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    base = save_tiny(tmp_path / "base", seed=9)
+    data = _data(tmp_path, tiny_records(3))
+    out = tmp_path / "ev"
+    assert cli.main(["eval", "--model", str(base), "--data", str(data), "--output-dir", str(out), "--reward-model",
+                     str(tmp_path / "rm"), "--max-new-tokens", "4", "--num-beams", "1", "--quiet",
+                     "--bootstrap", "50"]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert {"Reward", "PrefHit@1", "ranking/top1"} <= set(saved["metrics"])  # auto adds reward when a model is given
+    for row in (json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()):
+        head, tail = split_texts(tok, row["prompt"], row["generation"])  # the pair as training formats it
+        ids = tok(head, add_special_tokens=False)["input_ids"] + tok(tail, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            want = float(rm(input_ids=torch.tensor([ids])).logits[0, 0])
+        assert row["Reward"] == pytest.approx(want, abs=1e-5)

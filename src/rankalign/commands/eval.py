@@ -406,7 +406,8 @@ def _reward_scores(opts: EvalOptions, prompts: list[str], answers: list[str]) ->
         raise UserError("--reward-model needs rankalign.reward.model, which this installation lacks") from None
     model, tok = load_reward_model(opts.reward_model, trust_remote_code=opts.trust_remote_code)
     return [float(x) for x in score_responses(model, tok, prompts, answers, batch_size=opts.batch_size,
-                                              max_length=opts.max_length, show_progress=not opts.quiet)]
+                                              max_length=opts.max_length, max_prompt_length=opts.max_prompt_length,
+                                              show_progress=not opts.quiet)]
 
 
 def _toxicity_scores(opts: EvalOptions, prompts: list[str], answers: list[str]) -> list[float]:
