@@ -154,7 +154,8 @@ def _naive_logps(model, tok, prompt: str, response: str) -> tuple[float, int]:
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0]  # [T, V]
     lp = torch.log_softmax(logits.double(), -1)
-    total = sum(float(lp[len(p) + t - 1, tok_id]) for t, tok_id in enumerate(r))
+    rows = torch.arange(len(p) - 1, len(p) + len(r) - 1)  # position t-1 predicts token t
+    total = float(lp[rows, torch.tensor(r)].sum())
     return total, len(r)
 
 
@@ -405,3 +406,34 @@ def test_reward_column_from_a_one_label_classifier(tmp_path: Path, letter_embedd
         with torch.no_grad():
             want = float(rm(input_ids=torch.tensor([ids])).logits[0, 0])
         assert row["Reward"] == pytest.approx(want, abs=1e-5)
+
+
+def test_eval_ranking_of_an_unmerged_lora_run_uses_the_base_as_reference(tmp_path: Path):
+    from peft import PeftModel
+
+    from rankalign import cli
+    from rankalign.training.config import ListwiseConfig
+    from rankalign.training.models import load_model_and_tokenizer
+    from rankalign.training.trainer import train
+
+    base = save_tiny(tmp_path / "base", seed=5)
+    data = _data(tmp_path, tiny_records(4))
+    config = ListwiseConfig(method="dpo_pl", model=str(base), data=str(data), output_dir=str(tmp_path / "run"),
+                            use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no", max_length=48,
+                            max_prompt_length=24, max_steps=2, learning_rate=5e-2, use_lora=True, merge_lora=False,
+                            hparams={"beta": 0.4})
+    train(config)
+    out = tmp_path / "ev"
+    assert cli.main(["eval", "--model", str(tmp_path / "run"), "--data", str(data), "--output-dir", str(out),
+                     "--metrics", "ranking", "--quiet", "--bootstrap", "20", "--max-length", "48",
+                     "--max-prompt-length", "24"]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert "the LoRA base (adapter disabled)" in saved["settings"]["ranking_scores"]
+    got = [json.loads(x)["scores"] for x in (out / "ranking.jsonl").read_text().splitlines()]
+    policy, tok = load_model_and_tokenizer(str(base))
+    ref = copy.deepcopy(policy)
+    merged = PeftModel.from_pretrained(policy, str(tmp_path / "run")).merge_and_unload()
+    want = RA.evaluate_ranking(merged, tok, _records(4), ref_model=ref, beta=0.4, max_length=48, max_prompt_length=24)
+    for g, w in zip(got, want.examples):
+        np.testing.assert_allclose(g, w["scores"], atol=1e-5)
+    assert any(abs(x) > 1e-3 for row in got for x in row)  # the adapter moved the log-probs

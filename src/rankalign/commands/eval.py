@@ -305,10 +305,29 @@ def _load_model(name: str | None, trust_remote_code: bool = False) -> tuple[Any,
 
     from rankalign.training.models import load_model_and_tokenizer
 
-    model, tokenizer = load_model_and_tokenizer(name, trust_remote_code=trust_remote_code)
+    folder = Path(name) if name else None
+    if folder is not None and (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        model, tokenizer = _load_adapter(folder, trust_remote_code)
+    else:
+        model, tokenizer = load_model_and_tokenizer(name, trust_remote_code=trust_remote_code)
     if torch.cuda.is_available():  # generate on the GPU where there is one
         model = model.to("cuda")
     return model, tokenizer
+
+
+def _load_adapter(folder: Path, trust_remote_code: bool) -> tuple[Any, Any]:
+    """A LoRA adapter folder (``rankalign train --use-lora --merge-lora false``) as a peft model on its
+    base, so that the ranking can use the base with the adapter disabled as the reference."""
+    from peft import PeftModel
+
+    from rankalign.training.models import load_model_and_tokenizer, load_tokenizer
+
+    try:
+        base_name = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"--model {str(folder)!r}: unreadable adapter_config.json ({exc})") from None
+    base, _ = load_model_and_tokenizer(base_name, trust_remote_code=trust_remote_code)
+    return PeftModel.from_pretrained(base, str(folder)), load_tokenizer(str(folder), trust_remote_code=trust_remote_code)
 
 
 def _generations(opts: EvalOptions, groups: list[str], records: list[Any], model: Any, tokenizer: Any,
