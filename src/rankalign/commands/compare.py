@@ -35,7 +35,7 @@ class CompareOptions:
     n_boot: int = _opt(10000, "bootstrap resamples for the CI, and random sign flips for the p-value")
     alpha: float = _opt(0.05, "1 - confidence level of the interval")
     seed: int = _opt(0, "random seed of the bootstrap and the sign flips")
-    names: str | None = _opt(None, "display names of the two runs, comma-separated (default: the folder names)")
+    names: str | None = _opt(None, "display names of the two runs, comma-separated; none: the folder names")
 
     def __post_init__(self) -> None:
         problems = []
