@@ -36,8 +36,9 @@ def test_help_lists_every_field_and_hyper_parameter_with_its_default(capsys: pyt
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for name in [*config_fields(), *hyperparameters()]:
         assert f"--{name}" in text, name
+    beta_methods = ", ".join(hyperparameters()["beta"].methods)  # every method sharing beta, in one group
     for group in ("run: what to train", "model: policy, reference and LoRA", "data: records, orders",
-                  "method hyper-parameters of seadpra", "method hyper-parameters of dpo_bt, dpo_pl, kto, lipo, spo",
+                  "method hyper-parameters of seadpra", f"method hyper-parameters of {beta_methods}",
                   "training: transformers.TrainingArguments"):
         assert group in text, group
     assert "Train a LoRA adapter instead of all weights. (default: False)" in text
