@@ -497,7 +497,7 @@ def _ranking(opts: EvalOptions, records: list[Any], model: Any, tokenizer: Any) 
                               max_length=opts.max_length, max_prompt_length=opts.max_prompt_length,
                               batch_size=opts.ranking_batch_size, show_progress=not opts.quiet,
                               n_bootstrap=opts.bootstrap, seed=opts.seed)
-    result.how = how  # type: ignore[attr-defined]
+    result.description = how
     return result
 
 
@@ -519,7 +519,7 @@ def _settings(opts: EvalOptions, groups: list[str], n_records: int, skipped: int
     if "generation" in groups:
         out.update(k=list(ks), embedding_model=opts.embedding_model or "all-MiniLM-L6-v2 (default)")
     if ranking is not None:
-        out["ranking_scores"] = getattr(ranking, "how", ranking.kind)
+        out["ranking_scores"] = ranking.description or ranking.kind
         out["ranking_skipped_lists"] = ranking.skipped_summary() or "none"
     if opts.reward_model:
         out["reward_model"] = opts.reward_model

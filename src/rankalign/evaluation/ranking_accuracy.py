@@ -230,12 +230,14 @@ class RankingResult:
         examples: one row per scored list: id, gold and predicted order, scores, the four values.
         skipped: reason -> number of lists skipped (missing or tied gold order).
         kind: what the scores are (:data:`IMPLICIT_REWARD` or :data:`AVG_LOGP`).
+        description: how they were obtained, in words (which reference; set by the caller).
     """
 
     metrics: dict[str, dict[str, float | int]]
     examples: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     kind: str = AVG_LOGP
+    description: str = ""
 
     def skipped_summary(self) -> str:
         """``"skipped 3 list(s): 2 tied community order, 1 no gold order"`` or ``""``."""
