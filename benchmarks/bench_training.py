@@ -177,7 +177,7 @@ def worker_logps(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     records = read_records(work / "lists.jsonl")[: args.b * args.batches]
     items = []
     for rec in records:
-        prompts, responses, _ = encode_list(tok, rec.prompt, [r.text for r in rec.responses],
+        prompts, responses = encode_list(tok, rec.prompt, [r.text for r in rec.responses],
                                             max_length=args.max_length, max_prompt_length=args.max_prompt_length)
         m = len(responses)
         items.append(EncodedList(prompt_ids=prompts, response_ids=responses, order=list(range(m)),
