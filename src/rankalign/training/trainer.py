@@ -220,10 +220,13 @@ class CrashSafeCheckpoints:
 class ListwiseTrainer(CrashSafeCheckpoints, Trainer):
     """``transformers.Trainer`` for list-wise losses.
 
-    The batch (from :class:`ListCollator`) holds B lists flattened to ``[B*M, T]``; one
-    policy forward gives the ``[B, M]`` log-probs; the reference log-probs come from
-    ``ref_model`` (frozen) or, for a peft model with ``ref_model=None``, from the same
-    model with its adapter disabled — both under ``torch.no_grad``.
+    The batch (from :class:`ListCollator`) holds B lists, packed one row per list (prefix
+    sharing, :mod:`.packing`) and flattened to ``[B*M, T]``; one policy forward gives the
+    ``[B, M]`` log-probs; the reference log-probs are the batch's cached ``reference_logps``
+    (:mod:`.ref_cache`) or come from ``ref_model`` (frozen) or, for a peft model with
+    ``ref_model=None``, from the same model with its adapter disabled — both under
+    ``torch.no_grad``. With ``max_tokens_per_batch`` the micro-batches are filled to a token
+    budget (:mod:`.batching`).
 
     Args:
         loss: the registered loss module.
