@@ -128,6 +128,16 @@ def _metric_names(folder: Path) -> list[str] | None:
     return list(metrics)
 
 
+def run_name(p: Path) -> str:
+    """How a run folder is called in messages: its name, or ``train-run/eval`` for the ``eval``
+    folder inside a training run (``runs/seadpra/eval`` -> ``seadpra/eval``)."""
+    folder = p if p.is_dir() else p.parent
+    name = folder.name or p.stem
+    if name in ("eval", "evaluation") and folder.parent.name:
+        return f"{folder.parent.name}/{name}"
+    return name
+
+
 def load_run(path: str | Path, name: str | None = None) -> RunValues:
     """Read the per-example values of a run: an eval output folder, or one per-example ``.jsonl`` file.
 
@@ -147,7 +157,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunValues:
         names = _metric_names(p)
     else:
         files, names = [p], _metric_names(p.parent)
-    run = RunValues(name=name or (p.name if p.is_dir() else p.parent.name or p.stem), path=str(p))
+    run = RunValues(name=name or run_name(p), path=str(p))
     for f in files:
         _read_per_example(f, names, run)
     if not run.values:
