@@ -257,19 +257,10 @@ def run_eval(args: argparse.Namespace | EvalOptions, *, model: Any = None, token
 
 def _load_records(opts: EvalOptions) -> tuple[list[Any], int]:
     """The records to evaluate (after ``--split`` and ``--limit``) and the number skipped as invalid."""
-    from rankalign.data.io import LoadReport, read_records
+    from rankalign.data.io import read_selected_records
 
-    report = LoadReport()
-    records = read_records(opts.data, on_error=opts.on_error, report=report)
-    print(f"{opts.data}: {report.summary()}", file=sys.stderr)
-    if opts.split is not None:
-        records = [r for r in records if str(r.meta.get("split")) == opts.split]
-    if opts.limit is not None:
-        records = records[: opts.limit]
-    if not records:
-        raise UserError(f"no records to evaluate in {opts.data}"
-                        + (f" with meta.split == {opts.split!r}" if opts.split is not None else ""))
-    return records, report.total_skipped
+    return read_selected_records(opts.data, on_error=opts.on_error, split=opts.split, limit=opts.limit,
+                                 purpose="evaluate")
 
 
 def _check_gold(records: list[Any], groups: list[str], opts: EvalOptions, ks: tuple[int, ...]) -> list[str]:

@@ -452,6 +452,29 @@ def read_records(
     raise ValueError(f"unsupported data file {p.name!r}: use {_READABLE}, or a datasets folder")
 
 
+def read_selected_records(path: str | os.PathLike[str], *, on_error: str = "skip", split: str | None = None,
+                          limit: int | None = None, purpose: str = "use") -> tuple[list[ListRecord], int]:
+    """The records of ``path`` whose ``meta.split`` is ``split`` (all when ``None``), at most
+    ``limit`` of them, and the number skipped as invalid; the load report goes to stderr.
+
+    Raises:
+        UserError: no record is left (the message names the file, the split and ``purpose``).
+    """
+    import sys
+
+    report = LoadReport()
+    records = read_records(path, on_error=on_error, report=report)
+    print(f"{path}: {report.summary()}", file=sys.stderr)
+    if split is not None:
+        records = [r for r in records if str(r.meta.get("split")) == split]
+    if limit is not None:
+        records = records[:limit]
+    if not records:
+        raise UserError(f"no records to {purpose} in {path}"
+                        + (f" with meta.split == {split!r}" if split is not None else ""))
+    return records, report.total_skipped
+
+
 def _is_saved_dataset(path: Path) -> bool:
     """True for a folder written by ``datasets.save_to_disk`` (a Dataset or a DatasetDict)."""
     return path.is_dir() and any((path / name).is_file()

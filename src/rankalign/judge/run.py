@@ -13,7 +13,6 @@ import copy
 import hashlib
 import json
 import os
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -166,21 +165,12 @@ def judge_file(opts: Any, *, judge: Callable[[str], Reply] | None = None, judge_
         ConfigError: bad options (all listed at once); UserError: an unwritable output, an
             unreachable endpoint, a rejected key.
     """
-    from rankalign.data.io import LoadReport, check_output_path, read_records, write_records
-    from rankalign.errors import UserError
+    from rankalign.data.io import check_output_path, read_selected_records, write_records
 
     opts.validate()
     check_output_path(opts.out)
-    report = LoadReport()
-    records = read_records(opts.data, on_error=opts.on_error, report=report)
-    print(f"{opts.data}: {report.summary()}", file=sys.stderr)
-    if opts.split is not None:
-        records = [r for r in records if str(r.meta.get("split")) == opts.split]
-    if opts.limit is not None:
-        records = records[: opts.limit]
-    if not records:
-        raise UserError(f"no records to judge in {opts.data}"
-                        + (f" with meta.split == {opts.split!r}" if opts.split is not None else ""))
+    records, _ = read_selected_records(opts.data, on_error=opts.on_error, split=opts.split, limit=opts.limit,
+                                       purpose="judge")
     if judge is None:
         judge, judge_name = make_judge(opts)
     cache = AnswerCache(opts.cache_path)
