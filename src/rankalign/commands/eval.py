@@ -362,21 +362,13 @@ def read_generations(path: str | Path) -> dict[str, str]:
     if not file.is_file():
         raise UserError(f"--from-generations {p}: no generations.jsonl there; give a `rankalign eval` output "
                         "folder or its generations.jsonl")
+    from rankalign.evaluation.compare import rows_by_id
+
     out: dict[str, str] = {}
-    with file.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{file}:{lineno}: not valid JSON ({exc.msg}); the file is damaged") from None
-            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("generation"), str):
-                raise UserError(f"{file}:{lineno}: a row needs 'id' and a text 'generation'")
-            rid = str(row["id"])
-            if rid in out:
-                raise UserError(f"{file}:{lineno}: record id {rid!r} appears twice")
-            out[rid] = row["generation"]
+    for rid, lineno, row in rows_by_id(file):
+        if not isinstance(row.get("generation"), str):
+            raise UserError(f"{file}:{lineno}: a row needs 'id' and a text 'generation'")
+        out[rid] = row["generation"]
     return out
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,13 @@ def load_run(path: str | Path, name: str | None = None) -> RunValues:
     return run
 
 
-def _read_per_example(path: Path, names: list[str] | None, run: RunValues) -> None:
+def rows_by_id(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """``(record id, line number, row)`` for each row of a per-example JSONL file
+    (``generations.jsonl``, ``ranking.jsonl``); blank lines are passed over.
+
+    Raises:
+        UserError: a damaged line, a row without ``id``, an id twice (each naming the line).
+    """
     seen: set[str] = set()
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -181,11 +187,16 @@ def _read_per_example(path: Path, names: list[str] | None, run: RunValues) -> No
             if rid in seen:
                 raise UserError(f"{path}:{lineno}: record id {rid!r} appears twice; ids must be unique to pair runs")
             seen.add(rid)
-            for key, value in row.items():
-                if key == "id" or key in NOT_METRICS or (names is not None and key not in names):
-                    continue
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    run.values.setdefault(key, {})[rid] = float(value)
+            yield rid, lineno, row
+
+
+def _read_per_example(path: Path, names: list[str] | None, run: RunValues) -> None:
+    for rid, _, row in rows_by_id(path):
+        for key, value in row.items():
+            if key == "id" or key in NOT_METRICS or (names is not None and key not in names):
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                run.values.setdefault(key, {})[rid] = float(value)
 
 
 @dataclass
