@@ -37,7 +37,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see r
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_training import current_rss_mb, load_avg, machine_info
+from bench_training import current_rss_mb, launch_worker, load_avg, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTS = ROOT.parent / "shared" / "data" / "stackexchange" / "matheducators" / "Posts.xml"
@@ -318,20 +317,11 @@ def prepare_b1(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- driver
 def run_worker(part: str, args: argparse.Namespace, work: Path, extra: list[str]) -> dict[str, Any]:
-    out = work / f"{part}-{len(list(work.glob('*.out.json')))}.out.json"
-    cmd = [sys.executable, __file__, "--_worker", part, "--_work", str(work), "--_out", str(out),
-           "--steps", str(args.steps), "--max-length", str(args.max_length),
-           "--max-prompt-length", str(args.max_prompt_length), "--b2-m", *map(str, args.b2_m),
-           "--b2-repeats", str(args.b2_repeats), "--prompt-tokens", str(args.prompt_tokens),
-           "--answer-tokens", str(args.answer_tokens), *extra]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:])
-        raise SystemExit(f"error: worker {part} {' '.join(extra)} failed (exit {proc.returncode})")
-    res = json.loads(out.read_text(encoding="utf-8"))
-    res["process_wall_s"] = round(time.perf_counter() - t0, 1)
-    return res
+    return launch_worker(__file__, part, work, [
+        "--steps", str(args.steps), "--max-length", str(args.max_length),
+        "--max-prompt-length", str(args.max_prompt_length), "--b2-m", *map(str, args.b2_m),
+        "--b2-repeats", str(args.b2_repeats), "--prompt-tokens", str(args.prompt_tokens),
+        "--answer-tokens", str(args.answer_tokens), *extra])
 
 
 def main(argv: list[str] | None = None) -> int:

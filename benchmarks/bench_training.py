@@ -267,20 +267,26 @@ def worker_train(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- driver
-def run_worker(part: str, args: argparse.Namespace, work: Path, extra: list[str]) -> dict[str, Any]:
+def launch_worker(script: str, part: str, work: Path, options: list[str]) -> dict[str, Any]:
+    """Run ``script --_worker PART`` in a fresh process (its own peak memory, no warm caches) and
+    return the JSON it writes, with the process's wall time; a failed worker ends the benchmark."""
     out = work / f"{part}-{len(list(work.glob('*.out.json')))}.out.json"
-    cmd = [sys.executable, __file__, "--_worker", part, "--_work", str(work), "--_out", str(out),
-           "--m", str(args.m), "--b", str(args.b), "--batches", str(args.batches),
-           "--repeats", str(args.repeats), "--steps", str(args.steps), "--max-length", str(args.max_length),
-           "--max-prompt-length", str(args.max_prompt_length), *extra]
+    cmd = [sys.executable, script, "--_worker", part, "--_work", str(work), "--_out", str(out), *options]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:])
-        raise SystemExit(f"error: worker {part} {' '.join(extra)} failed (exit {proc.returncode})")
+        raise SystemExit(f"error: worker {part} {' '.join(options)} failed (exit {proc.returncode})")
     res = json.loads(out.read_text(encoding="utf-8"))
     res["process_wall_s"] = round(time.perf_counter() - t0, 1)
     return res
+
+
+def run_worker(part: str, args: argparse.Namespace, work: Path, extra: list[str]) -> dict[str, Any]:
+    return launch_worker(__file__, part, work, [
+        "--m", str(args.m), "--b", str(args.b), "--batches", str(args.batches), "--repeats", str(args.repeats),
+        "--steps", str(args.steps), "--max-length", str(args.max_length),
+        "--max-prompt-length", str(args.max_prompt_length), *extra])
 
 
 def main(argv: list[str] | None = None) -> int:
