@@ -148,6 +148,14 @@ def parse_train_args(argv: list[str], parser: argparse.ArgumentParser | None = N
     return known.config_file, overrides
 
 
+def print_final_loss(result: Any) -> None:
+    """``final loss L after N step(s), T s`` from a training result's log (nothing when it logged no step)."""
+    last = [r for r in result.log if r.get("type") == "train"]
+    if last:
+        print(f"final loss {last[-1].get('loss')} after {last[-1].get('step')} step(s), "
+              f"{result.train_runtime_s:.1f} s")
+
+
 def run(args: argparse.Namespace) -> int:
     from rankalign.training.config import load_config
     from rankalign.training.trainer import TRAIN_LOG, train
@@ -156,10 +164,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(config_file, overrides)
     result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
-        last = [r for r in result.log if r.get("type") == "train"]
-        if last:
-            print(f"final loss {last[-1].get('loss')} after {last[-1].get('step')} step(s), "
-                  f"{result.train_runtime_s:.1f} s")
+        print_final_loss(result)
         kind = "adapter" if config.use_lora and not config.merge_lora else "model"
         print(f"{kind} written to {result.output_dir}")
         print(f"per-step log written to {os.path.join(result.output_dir, TRAIN_LOG)}")

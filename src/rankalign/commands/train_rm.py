@@ -49,7 +49,7 @@ def build_train_rm_parser(prog: str = "rankalign train-rm") -> argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankalign.commands.train import parse_train_args
+    from rankalign.commands.train import parse_train_args, print_final_loss
     from rankalign.reward.config import load_reward_config
     from rankalign.reward.train import EVAL_METRICS, format_eval_metrics, train_reward_model
     from rankalign.training.trainer import TRAIN_LOG
@@ -58,10 +58,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_reward_config(config_file, overrides)
     result = train_reward_model(config)
     if int(os.environ.get("RANK", "0")) == 0:
-        last = [r for r in result.log if r.get("type") == "train"]
-        if last:
-            print(f"final loss {last[-1].get('loss')} after {last[-1].get('step')} step(s), "
-                  f"{result.train_runtime_s:.1f} s")
+        print_final_loss(result)
         print(format_eval_metrics(result.metrics))
         kind = "adapter" if config.use_lora and not config.merge_lora else "reward model"
         print(f"{kind} written to {result.output_dir}")
