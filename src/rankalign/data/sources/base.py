@@ -229,6 +229,24 @@ def get_field(row: dict[str, Any], key: str, kind: type | tuple[type, ...], wher
     return value
 
 
+def text_items(items: list[Any], list_name: str, text_key: str, where: str
+               ) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """``(field name, item, text)`` for each object of a row's list of candidates
+    (``answers[i]``, ``completions[i]``), whose ``text_key`` must be a string.
+
+    Raises:
+        RecordError: an item that is not an object, or without a text, naming ``list_name[i]``.
+    """
+    for i, item in enumerate(items):
+        fname = f"{list_name}[{i}]"
+        if not isinstance(item, dict):
+            raise RecordError(where, fname, f"expected an object, got {type(item).__name__}")
+        text = item.get(text_key)
+        if not isinstance(text, str):
+            raise RecordError(where, f"{fname}.{text_key}", "missing or not a string")
+        yield fname, item, text
+
+
 def to_number(value: Any, where: str, field_name: str) -> float:
     """A finite float from an int/float (or a numeric string, as some exports write ratings)."""
     if isinstance(value, bool):

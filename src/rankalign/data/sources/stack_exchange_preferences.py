@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from rankalign.data.io import LoadReport
 from rankalign.data.record import ListRecord, RecordError, parse_datetime
-from rankalign.data.sources.base import Skip, Source, convert_rows, get_field, to_number
+from rankalign.data.sources.base import Skip, Source, convert_rows, get_field, text_items, to_number
 from rankalign.data.sources.registry import register_source
 
 
@@ -65,13 +65,7 @@ def load_stack_exchange_preferences(
         question = get_field(row, "question", str, where)
         answers = get_field(row, "answers", list, where)
         responses = []
-        for i, ans in enumerate(answers):
-            fname = f"answers[{i}]"
-            if not isinstance(ans, dict):
-                raise RecordError(where, fname, f"expected an object, got {type(ans).__name__}")
-            text = ans.get("text")
-            if not isinstance(text, str):
-                raise RecordError(where, f"{fname}.text", "missing or not a string")
+        for fname, ans, text in text_items(answers, "answers", "text", where):
             pm_score = ans.get("pm_score")
             if pm_score is None:
                 raise RecordError(where, f"{fname}.pm_score", "missing", "every answer needs its pm_score")

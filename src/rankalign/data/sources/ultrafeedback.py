@@ -21,6 +21,7 @@ from rankalign.data.sources.base import (
     get_field,
     require_distinct,
     row_number,
+    text_items,
     to_number,
 )
 from rankalign.data.sources.registry import register_source
@@ -52,13 +53,7 @@ def _raw_row(row: dict[str, Any], where: str, rid: str, score_key: str) -> ListR
     completions = get_field(row, "completions", list, where)
     responses = []
     scores = []
-    for i, comp in enumerate(completions):
-        fname = f"completions[{i}]"
-        if not isinstance(comp, dict):
-            raise RecordError(where, fname, f"expected an object, got {type(comp).__name__}")
-        text = comp.get("response")
-        if not isinstance(text, str):
-            raise RecordError(where, f"{fname}.response", "missing or not a string")
+    for fname, comp, text in text_items(completions, "completions", "response", where):
         attrs: dict[str, Any] = {}
         if isinstance(comp.get("model"), str):
             attrs["model"] = comp["model"]
