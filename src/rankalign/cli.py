@@ -14,7 +14,7 @@ import sys
 
 #: sub-command modules, in --help order (``train_rm`` is the command ``train-rm``); a listed module
 #: that does not exist yet is skipped
-COMMANDS = ("data", "rank", "train", "train_rm", "score", "spa", "pro_bootstrap", "eval", "compare", "report", "judge", "demo")
+COMMANDS = ("data", "rank", "train", "train_rm", "score", "spa", "pro_bootstrap", "eval", "compare", "report", "judge", "study", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,10 @@ def register(subparsers: Any) -> None:
                    help="fixed 'now' for popularity ages, ISO 8601 (default: newest response of each list)")
     p.add_argument("--position-source", choices=("gain", "input"), default=None,
                    help=f"positions l_i of T(i)=1/ln(l_i+1) (default {_default('position_source')})")
+    p.add_argument("--ranking-rule", default=None,
+                   help="how D^R is made: algorithm1 (SeAdpra's Algorithm 1, the default) or one of the project's "
+                        "rules measured in docs/study.md: algorithm1_popularity_anchor, popularity, votes, "
+                        "semantic, length, random")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"texts per embedding batch (default {_default('batch_size')})")
     p.add_argument("--cache-dir", default=None,
@@ -122,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         "reference_date": args.reference_date,
         "position_source": args.position_source,
         "batch_size": args.batch_size,
+        "rule": args.ranking_rule,
     }
     config = RankingConfig(**{k: v for k, v in overrides.items() if v is not None})
     show = not args.no_progress

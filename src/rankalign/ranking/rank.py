@@ -32,6 +32,7 @@ from rankalign.ranking.apdf import (
 )
 from rankalign.ranking.attributes import SEMANTIC, check_attribute_names, record_gains
 from rankalign.ranking.embeddings import TextEncoder, embed_texts
+from rankalign.ranking.rules import PAPER_RULE, get_rule, sort_rule_order
 
 #: lists of one size are ranked together in chunks of this many (bounds memory at B*M*M floats).
 CHUNK_LISTS = 4096
@@ -51,6 +52,9 @@ class RankingConfig:
             that attribute's gain, docs/methods.md#apdf) or ``"input"`` (the given order).
         embedding_model: sentence-embedding model name or folder; ``None`` = all-MiniLM-L6-v2.
         batch_size: texts per embedding batch.
+        rule: how D^R is made (:mod:`rankalign.ranking.rules`): ``algorithm1`` (SeAdpra's
+            Algorithm 1, the default) or one of the project's rules (``popularity``, ...).
+            The APDF matrices are the same under every rule.
     """
 
     attributes: tuple[str, ...] = ("semantic", "popularity")
@@ -59,6 +63,7 @@ class RankingConfig:
     position_source: str = "gain"
     embedding_model: str | None = None
     batch_size: int = 64
+    rule: str = PAPER_RULE
     _reference: datetime | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +94,10 @@ class RankingConfig:
             problems.append(f"embedding_model: must be a name or path, got {self.embedding_model!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             problems.append(f"batch_size: must be an integer >= 1, got {self.batch_size!r}")
+        try:
+            self.rule = get_rule(self.rule).name
+        except ValueError as exc:
+            problems.append(f"rule: {exc}")
         if problems:
             raise ConfigError(problems)
 
@@ -109,7 +118,8 @@ class RankingConfig:
 
     @property
     def uses_semantic(self) -> bool:
-        return SEMANTIC in self.attributes
+        """Whether the similarities phi are needed: a semantic attribute, or a rule that reads them."""
+        return SEMANTIC in self.attributes or "semantic" in get_rule(self.rule).needs
 
     @property
     def reference(self) -> datetime | None:
@@ -246,16 +256,53 @@ def _rank_chunk(chunk: list[ListRecord], cfg: RankingConfig, phi: list[np.ndarra
     per_attr = single.reshape(b, n_attr, m, m)  # [B, L, M, M]
     delta = multi_apdf(per_attr)  # [B, M, M]
     row_max = per_attr.max(axis=3).prod(axis=1)  # [B, M]: W_r(i) = prod_k max_j delta_k(i, j), eq. 7
-    mask = np.ones((b, m), dtype=bool)
-    if phi is not None and cfg.uses_semantic:
-        arank = arank_from_scores(np.stack(phi), mask)
-    else:
-        arank = input_order(mask)
-    order = dynamic_ranking(delta, arank, mask)  # [B, M]
+    order = _rule_orders(chunk, cfg, phi, delta)
     for row, rec in enumerate(chunk):
         rec.dynamic_ranking = [int(x) for x in order[row]]
         rec.apdf = [[float(v) for v in r] for r in delta[row]]
         rec.apdf_row_max = [float(v) for v in row_max[row]]
+
+
+def _rule_orders(chunk: list[ListRecord], cfg: RankingConfig, phi: list[np.ndarray] | None,
+                 delta: np.ndarray) -> np.ndarray:
+    """``[B, M]`` orders of ``cfg.rule`` (:mod:`rankalign.ranking.rules`) for B lists of one size."""
+    rule = get_rule(cfg.rule)
+    b, m = delta.shape[0], delta.shape[1]
+    if not rule.is_algorithm1:
+        return np.array([sort_rule_order(rule, rec, None if phi is None else phi[row],
+                                         half_life_days=float(cfg.half_life_days), reference_date=cfg.reference)
+                         for row, rec in enumerate(chunk)], dtype=np.int64).reshape(b, m)
+    mask = np.ones((b, m), dtype=bool)
+    if rule.anchor == "popularity":
+        pop = np.stack([record_gains(rec, "popularity", half_life_days=float(cfg.half_life_days),
+                                     reference_date=cfg.reference) for rec in chunk])
+        tie = np.stack(phi) if phi is not None else np.zeros_like(pop)
+        arank = np.stack([np.lexsort((-tie[row], -pop[row])) for row in range(b)]).astype(np.int64)
+    elif phi is not None and SEMANTIC in cfg.attributes:
+        arank = arank_from_scores(np.stack(phi), mask)
+    else:
+        arank = input_order(mask)
+    return dynamic_ranking(delta, arank, mask)
+
+
+def rule_orders(records: Sequence[ListRecord], config: RankingConfig,
+                phi: Sequence[np.ndarray] | None = None) -> list[list[int]]:
+    """The order ``config.rule`` gives every record (best first), without changing the records.
+
+    Args:
+        records: validated records.
+        config: the ranking settings (``rule``, ``attributes``, ``half_life_days``, ...).
+        phi: one ``[M]`` similarity array per record, needed when ``config.uses_semantic``.
+    """
+    import copy
+
+    rule = get_rule(config.rule)
+    if not rule.is_algorithm1:  # a sort: no APDF needed, so no attribute beyond the rule's own
+        return [sort_rule_order(rule, rec, None if phi is None else phi[k], half_life_days=float(config.half_life_days),
+                                reference_date=config.reference) for k, rec in enumerate(records)]
+    shadow = [copy.copy(r) for r in records]  # shallow: rank_records only rebinds three fields
+    rank_records(shadow, config, phi=phi, show_progress=False)
+    return [list(r.dynamic_ranking or []) for r in shadow]
 
 
 def _positions(order: Sequence[int]) -> np.ndarray:

@@ -148,6 +148,10 @@ class ListwiseConfig(ModelTrainingConfig):
                                    "ranking, others gold > scores > community), gold, scores, community, dynamic.", "data")
     ranking_attributes: str = _f("semantic,popularity", "Attributes of the SeAdpra dynamic ranking, computed when "
                                                         "the data has no dynamic_ranking/apdf (comma-separated).", "data")
+    ranking_rule: str = _f("algorithm1", "How the dynamic ranking D^R is made: algorithm1 (SeAdpra's Algorithm 1, "
+                                         "the paper) or one of the project's rules: "
+                                         "algorithm1_popularity_anchor, popularity, votes, semantic, length, random "
+                                         "(docs/study.md#label-quality).", "data")
     half_life_days: float = _f(365.0, "Popularity decay half-life in days (SeAdpra ranking).", "data")
     embedding_model: str | None = _f(None, "Sentence-embedding model of the semantic attribute (default: the "
                                            "ranking's offline all-MiniLM-L6-v2).", "data")
@@ -233,6 +237,10 @@ class ListwiseConfig(ModelTrainingConfig):
                 out.append(f"ref_model: {self.method} uses no reference model; remove ref_model")
         if self.order_source not in ORDER_SOURCES:
             out.append(f"order_source: {self.order_source!r} is not one of {', '.join(ORDER_SOURCES)}")
+        from rankalign.ranking.rules import RULES
+
+        if self.ranking_rule not in RULES:
+            out.append(f"ranking_rule: {self.ranking_rule!r} is not one of {', '.join(RULES)}")
         if self.half_life_days <= 0:
             out.append(f"half_life_days: {self.half_life_days} must be > 0")
         if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < self.max_length:

@@ -171,9 +171,9 @@ def ensure_dynamic_ranking(records: list[ListRecord], config: ListwiseConfig) ->
     from rankalign.ranking.rank import RankingConfig, rank_records
 
     print(f"computing the SeAdpra dynamic ranking for {len(todo)} list(s) "
-          f"(attributes: {config.ranking_attributes})", flush=True)
+          f"(attributes: {config.ranking_attributes}, rule: {config.ranking_rule})", flush=True)
     rank_records(todo, RankingConfig(attributes=config.ranking_attributes,  # type: ignore[arg-type]
-                                     half_life_days=config.half_life_days,
+                                     half_life_days=config.half_life_days, rule=config.ranking_rule,
                                      embedding_model=config.embedding_model))
     return records
 

@@ -1,0 +1,261 @@
+"""The study's YAML, as dataclasses: every key is a field here, unknown keys are errors.
+
+```yaml
+name: cpu-smollm2                 # the report's title
+output_dir: docs/study/cpu        # small result files (committable)
+work_dir: runs/study-cpu          # models and checkpoints (large, not committed)
+model: null                       # the policy (default: the offline SmolLM2-135M-Instruct)
+data:
+  stackexchange: ../shared/data/stackexchange   # a folder of site folders
+  sites: null                     # all of them; or a list
+  min_answers: 3
+  oasst1: ../shared/data/oasst1/en_100_tree.jsonl
+  domain: stackexchange           # the lists methods train and are evaluated on
+  train_lists: 64
+  test_lists: 24
+labels: [algorithm1, semantic, popularity, votes, length, random]
+methods:
+  - base                          # the starting model, untrained
+  - sft
+  - {name: seadpra-no-pa, method: seadpra, hparams: {seadpra_alpha: 0.0}}
+seeds: [0, 1, 2]
+train: {max_steps: 16, use_lora: true, learning_rate: 3e-4}    # rankalign train keys
+eval: {max_new_tokens: 48}
+reward_model: {train: true, max_steps: 30}
+```
+
+The full reference with every default is docs/study.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankalign.cli_fields import coerce_fields, unknown_key_message
+from rankalign.errors import ConfigError
+
+#: the method entry that trains nothing: the starting model, evaluated as it is
+BASE = "base"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def _f(default: Any, help_text: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class StudyData:
+    """Where the lists come from and how they are split (by list: one question is never in both)."""
+
+    stackexchange: str | None = _f(None, "a folder of StackExchange site folders (each with Posts.xml)")
+    sites: list[str] | None = _f(  # noqa: RUF009
+        None, "site folder names to use (none: every site under stackexchange)")
+    min_answers: int = _f(3, "smallest list (answers per question) kept")
+    oasst1: str | None = _f(None, "an OASST1 tree export (.jsonl): human-ranked lists, a second domain")
+    domain: str = _f("stackexchange", "the lists methods train and are evaluated on: stackexchange or oasst1")
+    train_lists: int | None = _f(64, "training lists drawn (none: every list not held out)")
+    test_lists: int = _f(24, "held-out test lists (drawn first, by a seeded shuffle of the list ids)")
+    split_seed: int = _f(0, "seed of the train/test draw")
+
+
+@dataclass
+class StudyEval:
+    """How every cell is evaluated (the fields of ``rankalign eval`` that the study sets)."""
+
+    metrics: str = _f("ranking,generation,reward", "metric groups (reward needs a reward model)")
+    max_new_tokens: int = _f(48, "tokens generated per answer")
+    num_beams: int = _f(1, "1 = greedy (fast on a CPU); SeAdpra's evaluation uses beam search")
+    batch_size: int = _f(4, "prompts per generate call")
+    max_length: int = _f(256, "ranking: prompt + response tokens")
+    max_prompt_length: int = _f(128, "ranking: prompt tokens")
+    k: str = _f("1,3", "k of PrefHit@k / PrefRecall@k")
+    bootstrap: int = _f(1000, "bootstrap resamples of every CI")
+
+
+@dataclass
+class StudyRewardModel:
+    """The reward model of the Reward column: a folder, or trained by the study on its training lists."""
+
+    path: str | None = _f(None, "an existing reward model folder (rankalign train-rm output)")
+    train: bool = _f(True, "train one with rankalign train-rm on the study's training lists (when no path)")
+    settings: dict[str, Any] = _f({},  # noqa: RUF009
+                                   "rankalign train-rm keys (rm_loss, max_steps, learning_rate, ...)")
+
+
+@dataclass
+class StudyMethod:
+    """One row of the comparison: a registered method with its settings, or ``base``."""
+
+    name: str
+    method: str | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_base(self) -> bool:
+        return self.method is None
+
+
+@dataclass
+class StudyConfig:
+    """One study: data, model, label rules, methods x seeds, budgets, evaluation."""
+
+    name: str = _f("rankalign study", "the report's title")
+    output_dir: str = _f("runs/study", "result files: small, committable (cells/, label_quality.json, study.*)")
+    work_dir: str | None = _f(None, "models and checkpoints (large); none: OUTPUT_DIR/work")
+    model: str | None = _f(None, "the policy every method starts from (none: the offline SmolLM2-135M-Instruct)")
+    embedding_model: str | None = _f(None, "sentence-embedding model (none: the offline all-MiniLM-L6-v2)")
+    data: StudyData = field(default_factory=StudyData)
+    labels: list[Any] = _f(  # noqa: RUF009
+        ["algorithm1", "semantic", "popularity", "votes", "length", "random"],
+        "ranking rules whose label quality is measured (a rule name, or {name, rule, attributes})")
+    methods: list[Any] = _f(  # noqa: RUF009
+        ["base", "sft", "dpo_bt", "seadpra"], "methods: a registered name, base, or {name, method, hparams, train}")
+    seeds: list[int] = _f([0, 1, 2],  # noqa: RUF009
+                           "training seeds of every method (base runs once)")
+    baseline: str | None = _f(None, "the method the paired differences are taken against (none: the first)")
+    train: dict[str, Any] = _f({},  # noqa: RUF009
+                               "rankalign train keys shared by every cell (max_steps, use_lora, ...)")
+    eval: StudyEval = field(default_factory=StudyEval)
+    reward_model: StudyRewardModel = field(default_factory=StudyRewardModel)
+    keep_models: bool = _f(False, "keep each cell's trained model in work_dir (else deleted once evaluated)")
+
+    # ------------------------------------------------------------------ derived
+    def method_specs(self) -> list[StudyMethod]:
+        return [m for m in self.methods if isinstance(m, StudyMethod)]
+
+    @property
+    def work(self) -> Path:
+        return Path(self.work_dir) if self.work_dir else Path(self.output_dir) / "work"
+
+
+# ---------------------------------------------------------------------- loading
+def _section(cls: type, value: Any, where: str, problems: list[str]) -> Any:
+    if value is None:
+        return cls()
+    if not isinstance(value, dict):
+        problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
+        return cls()
+    kwargs = coerce_fields(cls, value, where=where, problems=problems)
+    return cls(**kwargs)
+
+
+def _method(entry: Any, where: str, problems: list[str]) -> StudyMethod | None:
+    from rankalign.losses import available_losses
+
+    if isinstance(entry, str):
+        entry = {"name": entry, "method": None if entry == BASE else entry}
+    if not isinstance(entry, dict):
+        problems.append(f"{where}: a method is a name or a mapping {{name, method, hparams, train}}, got {entry!r}")
+        return None
+    valid = [f.name for f in dataclasses.fields(StudyMethod)]
+    for key in entry:
+        if key not in valid:
+            problems.append(unknown_key_message(str(key), valid, where))
+    name = entry.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        problems.append(f"{where}: name {name!r} must be a folder-safe name (letters, digits, . _ + -)")
+        return None
+    method = entry.get("method", None if name == BASE else name)
+    if method is not None:
+        method = str(method).lower().replace("-", "_")
+        if method not in available_losses():
+            problems.append(f"{where} ({name}): unknown method {method!r}; registered: {', '.join(available_losses())}")
+    for key in ("hparams", "train"):
+        if not isinstance(entry.get(key, {}), dict):
+            problems.append(f"{where} ({name}): {key} must be a mapping")
+            return None
+    if method is None and (entry.get("hparams") or entry.get("train")):
+        problems.append(f"{where} ({name}): base trains nothing; remove hparams/train")
+    return StudyMethod(name=name, method=method, hparams=dict(entry.get("hparams") or {}),
+                       train=dict(entry.get("train") or {}))
+
+
+def _problems(cfg: StudyConfig) -> list[str]:
+    from rankalign.ranking.rules import RULES
+
+    out = []
+    d = cfg.data
+    if d.domain not in ("stackexchange", "oasst1"):
+        out.append(f"data.domain: {d.domain!r} must be stackexchange or oasst1")
+    elif getattr(d, d.domain) is None:
+        out.append(f"data.{d.domain}: needed because data.domain is {d.domain}")
+    for key in ("stackexchange", "oasst1"):
+        path = getattr(d, key)
+        if path is not None and not Path(path).exists():
+            out.append(f"data.{key}: no such file or folder: {path}")
+    if d.min_answers < 2:
+        out.append(f"data.min_answers: {d.min_answers} must be >= 2")
+    if d.test_lists < 2:
+        out.append(f"data.test_lists: {d.test_lists} must be >= 2")
+    if d.train_lists is not None and d.train_lists < 1:
+        out.append(f"data.train_lists: {d.train_lists} must be >= 1 or null")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        out.append(f"seeds: {cfg.seeds} must be a non-empty list of distinct integers")
+    names = [m.name for m in cfg.method_specs()]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        out.append(f"methods: names {dup} appear more than once; give each entry its own name")
+    if not names:
+        out.append("methods: empty; list at least one method")
+    if cfg.baseline is not None and cfg.baseline not in names:
+        out.append(f"baseline: {cfg.baseline!r} is not among the methods {names}")
+    for lab in cfg.labels:
+        rule = lab.get("rule", lab.get("name")) if isinstance(lab, dict) else lab
+        if str(rule) not in RULES:
+            out.append(f"labels: unknown ranking rule {rule!r}; choose from {', '.join(RULES)}")
+    if "reward" in cfg.eval.metrics and not cfg.reward_model.path and not cfg.reward_model.train:
+        out.append("eval.metrics: reward needs reward_model.path or reward_model.train: true")
+    if cfg.reward_model.path and not Path(cfg.reward_model.path).is_dir():
+        out.append(f"reward_model.path: no such folder: {cfg.reward_model.path}")
+    return out
+
+
+def load_study_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read a study YAML (and top-level overrides); every problem is reported at once.
+
+    Raises:
+        ConfigError: unknown keys (with close matches), values of the wrong type, bad methods,
+            rules or paths — all together.
+    """
+    import yaml
+
+    raw: dict[str, Any] = {}
+    where = "study config"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError([f"no such study config: {p}"])
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{p}: invalid YAML: {exc}"]) from None
+        if not isinstance(raw, dict):
+            raise ConfigError([f"{p}: expected a mapping of study keys, got {type(raw).__name__}"])
+        where = str(p)
+    raw = {**raw, **(overrides or {})}
+    problems: list[str] = []
+    sections = {"data": StudyData, "eval": StudyEval, "reward_model": StudyRewardModel}
+    plain = {k: v for k, v in raw.items() if k not in sections and k != "methods"}
+    kwargs = coerce_fields(StudyConfig, plain, where=where, problems=problems)
+    for key, cls in sections.items():
+        kwargs[key] = _section(cls, raw.get(key), f"{where}: {key}", problems)
+    entries = raw.get("methods", StudyConfig().methods)
+    if not isinstance(entries, list):
+        problems.append(f"{where}: methods must be a list")
+        entries = []
+    kwargs["methods"] = [m for i, e in enumerate(entries)
+                         if (m := _method(e, f"{where}: methods[{i}]", problems)) is not None]
+    if problems:
+        raise ConfigError(problems)
+    cfg = StudyConfig(**kwargs)
+    problems = _problems(cfg)
+    if problems:
+        raise ConfigError([f"{where}: {p}" for p in problems])
+    return cfg

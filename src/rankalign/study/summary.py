@@ -1,0 +1,264 @@
+"""The study's report: label quality, the method table over seeds, paired differences with a
+baseline, budgets and wall times (``study.md``, ``study.html``, ``study.json``, ``figures/``),
+and ``report/``, the ``rankalign report`` of every finished cell.
+
+Aggregation over seeds: a method's value of a metric is the mean over its finished seeds of
+the per-seed means (their spread is the seed standard deviation). The paired difference with
+the baseline is taken per held-out list: each list's value is first averaged over the
+method's seeds, then ``method - baseline`` is bootstrapped over the lists
+(:func:`rankalign.evaluation.compare.paired_difference`), so the interval reflects the test
+lists, and the seed average removes part of the training noise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankalign.study.config import StudyConfig
+
+#: metrics shown in the method table, in this order (those an evaluation wrote)
+KEY_METRICS = ("ranking/kendall_tau", "ranking/top1", "ranking/pairwise_accuracy", "PrefHit@1", "PrefRecall@3",
+               "Reward")
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def collect(cfg: StudyConfig) -> dict[str, Any]:
+    """Finished cells per method: ``{name: {"seeds": [...], "per_seed": [metrics], "values": [per-example]}}``."""
+    from rankalign.evaluation.compare import load_run
+    from rankalign.study.run import cell_dirs, cells
+
+    out: dict[str, Any] = {}
+    for spec, seed in cells(cfg):
+        folder, _ = cell_dirs(cfg, spec, seed)
+        entry = out.setdefault(spec.name, {"loss": spec.method, "seeds": [], "per_seed": [], "values": [],
+                                           "timings": [], "pending": []})
+        if not (folder / "done.json").is_file():
+            entry["pending"].append(seed)
+            continue
+        done = _read(folder / "done.json")
+        metrics = _read(folder / "eval" / "metrics.json")["metrics"]
+        entry["seeds"].append(seed)
+        entry["per_seed"].append({k: v["mean"] for k, v in metrics.items()})
+        entry["values"].append(load_run(folder / "eval").values)
+        entry["timings"].append(done.get("timings_s", {}))
+    return out
+
+
+def _metrics_of(collected: dict[str, Any]) -> list[str]:
+    present = {m for e in collected.values() for ps in e["per_seed"] for m in ps}
+    return [m for m in KEY_METRICS if m in present]
+
+
+def _seed_mean(values: list[dict[str, dict[str, float]]], metric: str) -> dict[str, float]:
+    """Per-list value averaged over seeds (lists every seed scored)."""
+    per = [v.get(metric, {}) for v in values]
+    ids = set.intersection(*(set(p) for p in per)) if per else set()
+    return {i: float(np.mean([p[i] for p in per])) for i in sorted(ids)}
+
+
+def aggregate(cfg: StudyConfig, collected: dict[str, Any], n_boot: int) -> dict[str, Any]:
+    """Method table and paired differences (``study.json``'s ``methods`` and ``paired``)."""
+    from rankalign.evaluation.compare import paired_difference
+
+    metrics = _metrics_of(collected)
+    names = [s.name for s in cfg.method_specs()]
+    baseline = cfg.baseline or (names[0] if names else None)
+    table: dict[str, Any] = {}
+    for name, e in collected.items():
+        row: dict[str, Any] = {"seeds": e["seeds"], "pending": e["pending"]}
+        for m in metrics:
+            vals = [ps[m] for ps in e["per_seed"] if m in ps]
+            if vals:
+                row[m] = {"mean": float(np.mean(vals)), "seed_sd": float(np.std(vals, ddof=1)) if len(vals) > 1
+                          else None, "n_seeds": len(vals)}
+        table[name] = row
+    paired: dict[str, Any] = {}
+    base = collected.get(baseline or "")
+    if base and base["values"]:
+        for name, e in collected.items():
+            if name == baseline or not e["values"]:
+                continue
+            paired[name] = {}
+            for m in metrics:
+                a, b = _seed_mean(e["values"], m), _seed_mean(base["values"], m)
+                ids = sorted(set(a) & set(b))
+                if ids:
+                    paired[name][m] = paired_difference([a[i] for i in ids], [b[i] for i in ids], n_boot=n_boot)
+    return {"metrics": metrics, "baseline": baseline, "methods": table, "paired": paired}
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _method_rows(agg: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, row in agg["methods"].items():
+        cells = [name, f"{len(row['seeds'])}" + (f" (+{len(row['pending'])} pending)" if row["pending"] else "")]
+        for m in agg["metrics"]:
+            est = row.get(m)
+            if est is None:
+                cells.append("—")
+            else:
+                cells.append(_fmt(est["mean"]) + (f" ± {_fmt(est['seed_sd'])}" if est["seed_sd"] is not None else ""))
+        rows.append(cells)
+    return rows
+
+
+def _paired_rows(agg: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, per in agg["paired"].items():
+        cells = [name]
+        for m in agg["metrics"]:
+            d = per.get(m)
+            if d is None:
+                cells.append("—")
+                continue
+            mark = " *" if d["ci_low"] > 0 or d["ci_high"] < 0 else ""
+            cells.append(f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] p={d['p_value']:.2f}{mark}")
+        rows.append(cells)
+    return rows
+
+
+def _figure(agg: dict[str, Any], collected: dict[str, Any]) -> bytes | None:
+    from rankalign.report.plots import _png, _pyplot
+
+    metrics = agg["metrics"]
+    names = [n for n, e in collected.items() if e["per_seed"]]
+    if not metrics or not names:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for k, n in enumerate(names):
+            vals = [ps[m] for ps in collected[n]["per_seed"] if m in ps]
+            if not vals:
+                continue
+            ax.bar(k, float(np.mean(vals)), color="#9ecae1", edgecolor="#3182bd")
+            ax.scatter([k] * len(vals), vals, color="#08519c", s=12, zorder=3)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+        ax.set_title(m, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _label_sections(labels: dict[str, Any]) -> list[Any]:
+    from rankalign.report.document import Para, Section, Table
+    from rankalign.study.labels import label_tables
+
+    tables = label_tables(labels)
+    what = {"top1": "Top-1 agreement: the rule's best response is the accepted answer (StackExchange) or the "
+                    "human rank-0 reply (OASST1).",
+            "kendall_tau": "Kendall tau-b with the vote order (StackExchange) or the human ranks (OASST1)."}
+    blocks: list[Any] = [Para(
+        "Each cell: mean over lists [95% bootstrap CI]; * = the paired difference with the paper's Algorithm 1 on "
+        "the same lists excludes 0. The column header gives the number of lists. n/a: the rule needs votes and "
+        "the lists have none. The popularity and vote rules read the votes, so their Kendall tau against the "
+        "vote order is circular; top-1 against the accepted answer (the asker's choice, which no rule reads) "
+        "is the outside criterion.")]
+    for crit, (headers, rows) in tables.items():
+        blocks.append(Table(headers, rows, caption=what[crit]))
+    return [Section("Label quality: ranking rules against human choices", blocks, "labels")]
+
+
+def _setup_rows(cfg: StudyConfig, split: dict[str, Any] | None, rm: dict[str, Any] | None, seconds: float
+                ) -> list[list[str]]:
+    from rankalign.study.run import TRAIN_DEFAULTS
+
+    train = {**TRAIN_DEFAULTS, **cfg.train}
+    rows = [["policy", cfg.model or "SmolLM2-135M-Instruct (offline default)"],
+            ["domain", cfg.data.domain],
+            ["training", ", ".join(f"{k} {v}" for k, v in train.items())],
+            ["evaluation", f"{cfg.eval.metrics}; max_new_tokens {cfg.eval.max_new_tokens}, "
+                           f"num_beams {cfg.eval.num_beams}, bootstrap {cfg.eval.bootstrap}"],
+            ["seeds", ", ".join(str(s) for s in cfg.seeds)],
+            ["wall time of this invocation", f"{seconds / 60:.1f} min"]]
+    if split:
+        rows.insert(2, ["lists", f"{len(split['train_ids'])} training, {len(split['test_ids'])} held out; "
+                                 f"held-out by source: {split['test_sites']}"])
+    if rm:
+        held = rm.get("held_out", {}).get("metrics", {})
+        acc = held.get("ranking/pairwise_accuracy") or {}
+        rows.append(["reward model", f"trained by the study ({rm['settings'].get('rm_loss')}, "
+                                     f"{rm['settings'].get('max_steps')} steps, {rm['seconds'] / 60:.1f} min); "
+                                     f"held-out pairwise accuracy {_fmt(acc.get('mean'))} "
+                                     f"[{_fmt(acc.get('ci_low'))}, {_fmt(acc.get('ci_high'))}]"])
+    return rows
+
+
+def write_summary(cfg: StudyConfig, seconds: float) -> Path:
+    """Write ``study.md``, ``study.html``, ``study.json``, ``figures/`` and ``report/`` into ``output_dir``."""
+    from rankalign.evaluation.report import write_json, write_text
+    from rankalign.outputs import atomic_path, writing
+    from rankalign.report.document import Figure, Para, Section, Table, render_html, render_markdown
+
+    out = Path(cfg.output_dir)
+    labels = _read(out / "label_quality.json") if (out / "label_quality.json").is_file() else None
+    split = _read(out / "split.json") if (out / "split.json").is_file() else None
+    rm = _read(out / "reward_model.json") if (out / "reward_model.json").is_file() else None
+    collected = collect(cfg) if split else {}
+    agg = aggregate(cfg, collected, cfg.eval.bootstrap) if collected else None
+    sections = [Section("Setup", [Table(["item", "value"], _setup_rows(cfg, split, rm, seconds))], "setup")]
+    if labels:
+        sections += _label_sections(labels)
+    png = None
+    if agg and agg["metrics"]:
+        sections.append(Section("Methods (mean over seeds ± seed sd)", [
+            Para("Held-out lists only. ranking/*: each list ordered by the trained policy's implicit reward "
+                 "(reference methods) or mean token log-prob, against the community order. PrefHit@1 / "
+                 "PrefRecall@3: the generated answer's nearest human answers against the gold order. Reward: the "
+                 "study's reward model on the generated answer."),
+            Table(["method", "seeds", *agg["metrics"]], _method_rows(agg))], "methods"))
+        if agg["paired"]:
+            sections.append(Section(f"Paired differences with {agg['baseline']}", [
+                Para("Per held-out list, averaged over seeds, then bootstrapped over lists: mean [95% CI] and "
+                     "sign-flip p-value; * = the interval excludes 0."),
+                Table(["method", *agg["metrics"]], _paired_rows(agg))], "paired"))
+        png = _figure(agg, collected)
+        if png:
+            sections[-1].blocks.append(Figure("methods.png", png, "Each method's per-seed means (dots) and their "
+                                                                  "mean (bar)."))
+        times = [[n, f"{np.mean([t.get('train', 0) for t in e['timings']]):.0f}",
+                  f"{np.mean([t.get('eval', 0) for t in e['timings']]):.0f}"]
+                 for n, e in collected.items() if e["timings"]]
+        sections.append(Section("Wall time per cell (seconds, mean over seeds)",
+                                [Table(["method", "train", "eval"], times)], "times"))
+    data = {"name": cfg.name, "labels": labels, "split": split and {k: v for k, v in split.items()
+                                                                     if not k.endswith("_ids")},
+            "reward_model": rm, "aggregate": agg}
+    with writing(out):
+        if png:
+            with atomic_path(out / "figures" / "methods.png") as tmp:
+                tmp.write_bytes(png)
+        write_json(data, out / "study.json")
+        write_text(render_markdown(cfg.name, sections), out / "study.md")
+        write_text(render_html(cfg.name, sections), out / "study.html")
+    _cell_report(cfg, collected)
+    return out
+
+
+def _cell_report(cfg: StudyConfig, collected: dict[str, Any]) -> None:
+    """``report/``: the evidence report (``rankalign report``) of every finished cell."""
+    from rankalign.report.build import build_report
+    from rankalign.report.options import ReportOptions
+    from rankalign.study.run import cell_dirs
+
+    folders = []
+    for spec in cfg.method_specs():
+        for seed in collected.get(spec.name, {}).get("seeds", []):
+            folders.append(cell_dirs(cfg, spec, seed)[0])
+    if len(folders) < 1:
+        return
+    base = cfg.baseline or cfg.method_specs()[0].name
+    base_dir = next((f for f in folders if f.parent.name == base), None)
+    opts = ReportOptions(out=str(Path(cfg.output_dir) / "report"), title=f"{cfg.name}: every cell",
+                         baseline=str(base_dir) if base_dir else None, bootstrap=cfg.eval.bootstrap, max_examples=3)
+    build_report(folders, opts)

@@ -1,0 +1,209 @@
+"""``rankalign study``: ranking rules, label quality, config errors, and a smoke study with a tiny model
+that resumes without recomputing finished cells."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from rankalign.data.record import ListRecord
+from rankalign.errors import ConfigError
+
+
+def _rec(rid, votes, accepted, texts=None, created=None):
+    texts = texts or [f"answer {i} " + "x" * (i + 1) for i in range(len(votes))]
+    resp = []
+    for i, v in enumerate(votes):
+        a = {"votes": v, "accepted": i == accepted}
+        if created:
+            a["created"] = created[i]
+        resp.append({"text": texts[i], "attributes": a})
+    return ListRecord.from_dict({"id": rid, "prompt": "question " + rid, "responses": resp})
+
+
+# ---------------------------------------------------------------------- rules
+def test_sort_rules_by_hand():
+    from rankalign.ranking.rank import RankingConfig, rule_orders
+
+    rec = _rec("q1", [1, 5, 3], accepted=2, texts=["aaaa", "a", "aaaaaaa"])
+    phi = [np.array([0.1, 0.9, 0.5])]
+    assert rule_orders([rec], RankingConfig(rule="votes"), phi) == [[1, 2, 0]]
+    assert rule_orders([rec], RankingConfig(rule="semantic"), phi) == [[1, 2, 0]]
+    assert rule_orders([rec], RankingConfig(rule="length"), phi) == [[2, 0, 1]]
+    # no dates: popularity = log10(votes + 1), the same order as votes
+    assert rule_orders([rec], RankingConfig(rule="popularity"), phi) == [[1, 2, 0]]
+    r1 = rule_orders([rec], RankingConfig(rule="random"), phi)
+    assert sorted(r1[0]) == [0, 1, 2] and r1 == rule_orders([rec], RankingConfig(rule="random"), phi)
+
+
+def test_time_decay_changes_the_popularity_order():
+    from rankalign.ranking.rank import RankingConfig, rule_orders
+
+    # 10 votes two years old (2.5 after decay) vs 4 fresh votes: the fresh answer wins
+    rec = _rec("q", [10, 4], accepted=0, created=["2020-01-01", "2022-01-01"])
+    cfg = RankingConfig(rule="popularity", half_life_days=365.0)
+    assert rule_orders([rec], cfg, [np.zeros(2)]) == [[1, 0]]
+    assert rule_orders([rec], RankingConfig(rule="votes"), [np.zeros(2)]) == [[0, 1]]
+
+
+def test_algorithm1_rule_is_the_default_dynamic_ranking_and_anchor_changes_the_tie_break():
+    from rankalign.ranking.apdf import dynamic_ranking
+    from rankalign.ranking.rank import RankingConfig, rank_records, rule_orders
+
+    rec = _rec("q", [0, 9, 2], accepted=1)
+    phi = [np.array([0.9, 0.1, 0.5])]
+    ranked = rank_records([rec], RankingConfig(), phi=phi, show_progress=False)[0]
+    assert rule_orders([rec], RankingConfig(), phi) == [ranked.dynamic_ranking]
+    # the popularity anchor is Algorithm 1 on the same matrix with ARank = votes order [1, 2, 0]
+    expect = dynamic_ranking(np.array(ranked.apdf), np.array([1, 2, 0]))
+    assert rule_orders([rec], RankingConfig(rule="algorithm1_popularity_anchor"), phi) == [expect.tolist()]
+    # every rule keeps the APDF matrix; only D^R changes
+    other = rank_records([_rec("q", [0, 9, 2], accepted=1)], RankingConfig(rule="votes"), phi=phi,
+                         show_progress=False)[0]
+    assert other.apdf == ranked.apdf and other.dynamic_ranking == [1, 2, 0]
+
+
+def test_unknown_rule_is_a_clear_error():
+    from rankalign.ranking.rank import RankingConfig
+    from rankalign.training import load_config
+
+    with pytest.raises(ConfigError, match="rule: unknown ranking rule 'vots'"):
+        RankingConfig(rule="vots")
+    with pytest.raises(ConfigError, match="ranking_rule: 'x' is not one of algorithm1"):
+        load_config(None, {"method": "seadpra", "ranking_rule": "x"})
+
+
+# ---------------------------------------------------------------------- label quality
+def test_label_quality_against_a_naive_loop():
+    from scipy.stats import kendalltau
+
+    from rankalign.study.labels import RuleSpec, label_quality
+
+    rng = np.random.default_rng(0)
+    recs, phis = [], []
+    for k in range(30):
+        m = int(rng.integers(3, 6))
+        votes = [int(v) for v in rng.integers(-1, 10, size=m)]
+        recs.append(_rec(f"q{k}", votes, accepted=int(rng.integers(0, m))))
+        phis.append(rng.uniform(-1, 1, size=m))
+    specs = [RuleSpec("algorithm1", "algorithm1"), RuleSpec("votes", "votes"), RuleSpec("length", "length")]
+    res = label_quality({"g": recs}, specs, {"g": phis}, n_boot=200)
+    rules = res["groups"]["g"]["rules"]
+    # naive: votes rule, top-1 = accepted, tau-b against the votes
+    top1, taus = [], []
+    for rec in recs:
+        v = [r.attributes["votes"] for r in rec.responses]
+        order = sorted(range(len(v)), key=lambda i: (-v[i], i))
+        top1.append(float(rec.responses[order[0]].attributes["accepted"]))
+        if len(set(v)) > 1:
+            pos = {i: p for p, i in enumerate(order)}
+            taus.append(kendalltau([-pos[i] for i in range(len(v))], v).statistic)
+    assert math.isclose(rules["votes"]["top1"]["mean"], np.mean(top1))
+    assert math.isclose(rules["votes"]["kendall_tau"]["mean"], np.mean(taus))
+    assert rules["votes"]["top1"]["vs_paper"]["n"] == 30 and "vs_paper" not in rules["algorithm1"]["top1"]
+
+
+def test_label_quality_on_human_ranks_and_rules_without_votes():
+    from rankalign.study.labels import RuleSpec, label_quality
+
+    recs = [ListRecord.from_dict({"id": f"t{k}", "prompt": "p", "ranking": [1, 0, 2], "responses": [
+        {"text": "bb"}, {"text": "bbbbbb"}, {"text": "b"}]}) for k in range(5)]
+    specs = [RuleSpec("algorithm1", "algorithm1"), RuleSpec("length", "length"), RuleSpec("votes", "votes")]
+    res = label_quality({"oasst1": recs}, specs, {"oasst1": [np.array([0.3, 0.2, 0.1])] * 5}, n_boot=50)
+    rules = res["groups"]["oasst1"]["rules"]
+    assert rules["votes"] is None  # needs votes
+    assert rules["length"]["top1"]["mean"] == 1.0 and rules["length"]["kendall_tau"]["mean"] == 1.0
+
+
+# ---------------------------------------------------------------------- config
+def test_config_errors_are_listed_together(tmp_path, shared_data):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": {"stackexchange": str(shared_data / "stackexchange"), "sitez": ["coffee"]},
+        "methods": ["base", "dpo_btt", {"name": "x", "method": "sft", "hparam": {}}],
+        "labels": ["algorithm1", "votez"], "seedz": [0],
+    }))
+    from rankalign.study.config import load_study_config
+
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    for part in ("unknown key 'sitez' (did you mean 'sites'", "unknown method 'dpo_btt'", "unknown key 'hparam'",
+                 "unknown key 'seedz'"):
+        assert part in text, text
+
+
+def test_config_rule_and_baseline_checks(tmp_path, shared_data):
+    from rankalign.study.config import load_study_config
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"stackexchange": str(shared_data / "stackexchange")},
+                                   "labels": ["votez"], "baseline": "nope", "methods": ["sft", "sft"]}))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    assert "unknown ranking rule 'votez'" in text and "baseline: 'nope'" in text and "more than once" in text
+
+
+# ---------------------------------------------------------------------- smoke study
+@pytest.mark.usefixtures("one_torch_thread")
+def test_smoke_study_runs_and_resumes_without_recomputing(tmp_path, shared_data, monkeypatch):
+    from fakes import LetterEncoder
+    from rankalign.study import run as study_run
+    from rankalign.study.config import load_study_config
+    from training_tiny import save_tiny
+
+    model = save_tiny(tmp_path / "tiny")
+    cfg_path = tmp_path / "smoke.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "name": "smoke", "output_dir": str(tmp_path / "out"), "work_dir": str(tmp_path / "work"),
+        "model": str(model),
+        "data": {"stackexchange": str(shared_data / "stackexchange"), "sites": ["coffee"], "train_lists": 4,
+                 "test_lists": 3, "oasst1": str(shared_data / "oasst1" / "en_100_tree.jsonl")},
+        "labels": ["algorithm1", "popularity", "length", "random"],
+        "methods": ["base", "sft", {"name": "seadpra-votes", "method": "seadpra", "train": {"ranking_rule": "votes"}}],
+        "seeds": [0, 1],
+        "train": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True},
+        "eval": {"max_new_tokens": 3, "max_length": 48, "max_prompt_length": 24, "bootstrap": 50},
+        "reward_model": {"settings": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True}},
+    }))
+    cfg = load_study_config(cfg_path)
+    calls = []
+    real = study_run.run_cell
+    monkeypatch.setattr(study_run, "run_cell", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=3)
+    out = tmp_path / "out"
+    assert calls == ["base", "sft", "sft"]
+    assert (out / "cells" / "base" / "seed-0" / "done.json").is_file()
+    labels = json.loads((out / "label_quality.json").read_text())
+    assert set(labels["groups"]) == {"coffee", "all sites", "oasst1"}
+    assert labels["groups"]["oasst1"]["rules"]["popularity"] is None
+    md = (out / "study.md").read_text()
+    assert "Label quality" in md and "pending" in md
+    # a crash inside a cell: its partial folder is redone, finished cells are not touched
+    partial = out / "cells" / "seadpra-votes" / "seed-0"
+    partial.mkdir(parents=True)
+    (partial / "junk.txt").write_text("half-written")
+    before = (out / "cells" / "sft" / "seed-0" / "done.json").stat().st_mtime_ns
+    calls.clear()
+    study_run.run_study(cfg, encoder=LetterEncoder())
+    assert calls == ["seadpra-votes", "seadpra-votes"]
+    assert not (partial / "junk.txt").exists() and (partial / "done.json").is_file()
+    assert (out / "cells" / "sft" / "seed-0" / "done.json").stat().st_mtime_ns == before
+    gens = [json.loads(line) for line in (partial / "eval" / "generations.jsonl").read_text().splitlines()]
+    assert gens and all("prompt" not in g for g in gens)  # no data set text in the results
+    summary = json.loads((out / "study.json").read_text())
+    agg = summary["aggregate"]
+    assert agg["baseline"] == "base" and set(agg["paired"]) == {"sft", "seadpra-votes"}
+    assert agg["methods"]["sft"]["seeds"] == [0, 1] and "Reward" in agg["metrics"]
+    assert (out / "report" / "report.html").is_file() and (out / "study.html").is_file()
+    cfg_saved = json.loads((partial / "rankalign_config.json").read_text())
+    assert cfg_saved["ranking_rule"] == "votes"
+    # nothing left to do: a third run computes no cell
+    calls.clear()
+    study_run.run_study(cfg, encoder=LetterEncoder())
+    assert calls == []
