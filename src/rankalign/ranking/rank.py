@@ -305,7 +305,8 @@ def rule_orders(records: Sequence[ListRecord], config: RankingConfig,
     return [list(r.dynamic_ranking or []) for r in shadow]
 
 
-def _positions(order: Sequence[int]) -> np.ndarray:
+def order_positions(order: Sequence[int]) -> np.ndarray:
+    """``pos[i]`` = the place of response i in ``order`` (0 = best)."""
     pos = np.empty(len(order), dtype=np.int64)
     pos[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
     return pos
@@ -349,7 +350,7 @@ def ranking_agreement(
         pred = [int(x) for x in pred]
         if sorted(pred) != list(range(rec.num_responses)):
             raise ValueError(f"record id={rec.id!r}: predicted order {pred} is not a permutation")
-        tau = kendalltau(_positions(pred), _positions(ref)).statistic
+        tau = kendalltau(order_positions(pred), order_positions(ref)).statistic
         if not math.isnan(tau):
             taus.append(float(tau))
         hits.append(1.0 if pred[0] == ref[0] else 0.0)

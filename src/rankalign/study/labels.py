@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from rankalign.data.record import ListRecord
+from rankalign.ranking.rank import order_positions
 from rankalign.ranking.rules import PAPER_RULE, get_rule, has_votes
 
 CRITERIA = ("top1", "kendall_tau")
@@ -62,12 +63,6 @@ class RuleSpec:
         return "votes" not in needs or all(has_votes(r) for r in records)
 
 
-def _positions(order: Sequence[int]) -> np.ndarray:
-    pos = np.empty(len(order), dtype=np.int64)
-    pos[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
-    return pos
-
-
 def reference(rec: ListRecord) -> tuple[int | None, np.ndarray | None]:
     """``(human best index or None, reference scores [M] higher = better, or None)`` of one list.
 
@@ -76,7 +71,7 @@ def reference(rec: ListRecord) -> tuple[int | None, np.ndarray | None]:
     """
     if rec.ranking is not None:
         m = rec.num_responses
-        return rec.ranking[0], (m - _positions(rec.ranking)).astype(np.float64)
+        return rec.ranking[0], (m - order_positions(rec.ranking)).astype(np.float64)
     accepted = [i for i, r in enumerate(rec.responses) if r.attributes.get("accepted") is True]
     best = accepted[0] if len(accepted) == 1 else None
     votes = None
@@ -95,7 +90,7 @@ def per_list_agreement(records: Sequence[ListRecord], orders: Sequence[Sequence[
         out["top1"].append(math.nan if best is None else float(order[0] == best))
         tau = math.nan
         if ref is not None and len(set(ref.tolist())) > 1:
-            tau = float(kendalltau(-_positions(order), ref).statistic)
+            tau = float(kendalltau(-order_positions(order), ref).statistic)
         out["kendall_tau"].append(tau)
     return out
 

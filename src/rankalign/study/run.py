@@ -98,8 +98,9 @@ def _stackexchange_lists(cfg: StudyConfig) -> dict[str, list[Any]]:
                                                               progress=False))
         recs = [r for f in ("train.jsonl", "test.jsonl") if (built / f).is_file()
                 for r in read_records(built / f, on_error="raise")]
-        for r in recs:
+        for r in recs:  # question ids repeat across sites: the site names the list
             r.meta["site"] = site.name
+            r.id = f"{site.name}/{r.id}"
         out[site.name] = [r for r in recs if r.num_responses >= cfg.data.min_answers]
     return out
 
