@@ -201,6 +201,9 @@ def test_smoke_study_runs_and_resumes_without_recomputing(tmp_path, shared_data,
     assert agg["baseline"] == "base" and set(agg["paired"]) == {"sft", "seadpra-votes"}
     assert agg["methods"]["sft"]["seeds"] == [0, 1] and "Reward" in agg["metrics"]
     assert (out / "report" / "report.html").is_file() and (out / "study.html").is_file()
+    evaluated = json.loads((partial / "eval" / "metrics.json").read_text())["settings"]["model"]
+    assert evaluated == str(tmp_path / "work" / "cells" / "seadpra-votes" / "seed-0" / "model")  # the trained one
+    assert not (tmp_path / "work" / "cells" / "seadpra-votes" / "seed-0" / "model").exists()  # deleted once evaluated
     cfg_saved = json.loads((partial / "rankalign_config.json").read_text())
     assert cfg_saved["ranking_rule"] == "votes"
     # nothing left to do: a third run computes no cell

@@ -169,8 +169,15 @@ def _label_sections(labels: dict[str, Any]) -> list[Any]:
     return [Section("Label quality: ranking rules against human choices", blocks, "labels")]
 
 
-def _setup_rows(cfg: StudyConfig, split: dict[str, Any] | None, rm: dict[str, Any] | None, seconds: float
-                ) -> list[list[str]]:
+def _compute_minutes(collected: dict[str, Any], labels: dict[str, Any] | None, rm: dict[str, Any] | None) -> float:
+    """Minutes of compute behind the finished results (cells, reward model, label table), summed over sessions."""
+    total = sum(t.get("train", 0.0) + t.get("eval", 0.0) for e in collected.values() for t in e["timings"])
+    total += (rm or {}).get("seconds", 0.0) + (labels or {}).get("seconds", 0.0)
+    return total / 60
+
+
+def _setup_rows(cfg: StudyConfig, split: dict[str, Any] | None, rm: dict[str, Any] | None, seconds: float,
+                compute_minutes: float) -> list[list[str]]:
     from rankalign.study.run import TRAIN_DEFAULTS
 
     train = {**TRAIN_DEFAULTS, **cfg.train}
@@ -180,7 +187,9 @@ def _setup_rows(cfg: StudyConfig, split: dict[str, Any] | None, rm: dict[str, An
             ["evaluation", f"{cfg.eval.metrics}; max_new_tokens {cfg.eval.max_new_tokens}, "
                            f"num_beams {cfg.eval.num_beams}, bootstrap {cfg.eval.bootstrap}"],
             ["seeds", ", ".join(str(s) for s in cfg.seeds)],
-            ["wall time of this invocation", f"{seconds / 60:.1f} min"]]
+            ["wall time", f"{compute_minutes:.1f} min of compute behind the finished results (training + "
+                          f"evaluation of the cells, reward model, label table); this invocation "
+                          f"{seconds / 60:.1f} min"]]
     if split:
         rows.insert(2, ["lists", f"{len(split['train_ids'])} training, {len(split['test_ids'])} held out; "
                                  f"held-out by source: {split['test_sites']}"])
@@ -206,7 +215,8 @@ def write_summary(cfg: StudyConfig, seconds: float) -> Path:
     rm = _read(out / "reward_model.json") if (out / "reward_model.json").is_file() else None
     collected = collect(cfg) if split else {}
     agg = aggregate(cfg, collected, cfg.eval.bootstrap) if collected else None
-    sections = [Section("Setup", [Table(["item", "value"], _setup_rows(cfg, split, rm, seconds))], "setup")]
+    sections = [Section("Setup", [Table(["item", "value"], _setup_rows(cfg, split, rm, seconds,
+                                                                    _compute_minutes(collected, labels, rm)))], "setup")]
     if labels:
         sections += _label_sections(labels)
     png = None
