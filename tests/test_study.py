@@ -210,3 +210,25 @@ def test_smoke_study_runs_and_resumes_without_recomputing(tmp_path, shared_data,
     calls.clear()
     study_run.run_study(cfg, encoder=LetterEncoder())
     assert calls == []
+
+
+def test_set_overrides_reach_into_sections(tmp_path, shared_data):
+    from rankalign.study.config import load_study_config
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"stackexchange": str(shared_data / "stackexchange"), "test_lists": 5},
+                                   "train": {"max_steps": 3}}))
+    c = load_study_config(cfg, {"train.max_steps": 200, "data.train_lists": None, "eval.num_beams": 4})
+    assert c.train == {"max_steps": 200} and c.data.train_lists is None and c.data.test_lists == 5
+    assert c.eval.num_beams == 4
+    with pytest.raises(ConfigError, match="unknown key 'max_step'"):
+        load_study_config(cfg, {"eval.max_step": 1})
+
+
+def test_study_cli_errors_are_one_line(tmp_path, capsys):
+    from rankalign.cli import main
+
+    assert main(["study", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such study config" in capsys.readouterr().err
+    assert main(["study", str(tmp_path / "nope.yaml"), "--set", "novalue"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

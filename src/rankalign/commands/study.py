@@ -21,6 +21,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("config", help="the study's YAML file")
     p.add_argument("--output-dir", default=None, help="override the YAML's output_dir")
     p.add_argument("--work-dir", default=None, help="override the YAML's work_dir (models, built lists)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, dotted for sections (YAML values): --set train.max_steps=200 "
+                        "--set data.train_lists=null --set model=HuggingFaceTB/SmolLM2-135M-Instruct; repeatable")
     p.add_argument("--only-labels", action="store_true", help="stop after the label-quality table")
     p.add_argument("--max-cells", type=int, default=None,
                    help="compute at most N unfinished cells this time, then write the report (a slice of a "
@@ -35,7 +38,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_cells is not None and args.max_cells < 0:
         raise ConfigError([f"--max-cells must be >= 0, got {args.max_cells}"])
-    overrides = {k: v for k, v in (("output_dir", args.output_dir), ("work_dir", args.work_dir)) if v is not None}
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError([f"--set {item!r}: expected KEY=VALUE, e.g. --set train.max_steps=200"])
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"--set {item!r}: the value is not valid YAML ({exc})"]) from None
+    overrides.update({k: v for k, v in (("output_dir", args.output_dir), ("work_dir", args.work_dir))
+                      if v is not None})
     cfg = load_study_config(args.config, overrides)
     out = run_study(cfg, only_labels=args.only_labels, max_cells=args.max_cells)
     print(f"wrote {out / 'study.md'}, {out / 'study.html'}, {out / 'study.json'}")

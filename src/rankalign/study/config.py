@@ -218,7 +218,8 @@ def _problems(cfg: StudyConfig) -> list[str]:
 
 
 def load_study_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
-    """Read a study YAML (and top-level overrides); every problem is reported at once.
+    """Read a study YAML and overrides (``{"output_dir": ..., "train.max_steps": 200}``: a dotted
+    key sets a key inside a section); every problem is reported at once.
 
     Raises:
         ConfigError: unknown keys (with close matches), values of the wrong type, bad methods,
@@ -239,7 +240,14 @@ def load_study_config(path: str | Path | None = None, overrides: dict[str, Any] 
         if not isinstance(raw, dict):
             raise ConfigError([f"{p}: expected a mapping of study keys, got {type(raw).__name__}"])
         where = str(p)
-    raw = {**raw, **(overrides or {})}
+    for key, value in (overrides or {}).items():  # "train.max_steps" reaches into a section
+        *parents, leaf = str(key).split(".")
+        node = raw
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
     problems: list[str] = []
     sections = {"data": StudyData, "eval": StudyEval, "reward_model": StudyRewardModel}
     plain = {k: v for k, v in raw.items() if k not in sections and k != "methods"}
