@@ -347,3 +347,26 @@ if __name__ == "__main__":
     from rankalign.cli import main
 
     sys.exit(main(["spa", *sys.argv[2:]]))
+
+
+def test_a_finished_round_refuses_other_settings(uninterrupted: tuple[dict[str, Path], Path], tmp_path: Path) -> None:
+    """Re-running a finished folder with a changed setting is an error naming the key; more rounds
+    or another save interval are not a change."""
+    import shutil
+
+    from rankalign.commands.spa import parse_spa_args
+    from rankalign.errors import UserError
+    from rankalign.iterative.spa import build_run, run_settings, run_spa
+
+    files, whole = uninterrupted
+    out = tmp_path / "copy"
+    shutil.copytree(whole, out)
+    (out / "spa_summary.json").unlink()
+    args = cli_args(files, out)
+    saved = json.loads((out / "round-1" / "done.json").read_text())["settings"]
+    assert saved == run_settings(build_run(parse_spa_args(args)))
+    changed = [*args, "--seed_epochs", "7"]
+    with pytest.raises(UserError, match=r"finished with other settings \(seed_epochs: 1.0 -> 7.0\)"):
+        run_spa(build_run(parse_spa_args(changed)), show_progress=False)
+    summary = run_spa(build_run(parse_spa_args([*args, "--save_steps", "99"])), show_progress=False)
+    assert summary["rounds"][0]["round"] == 1  # reused, nothing trained

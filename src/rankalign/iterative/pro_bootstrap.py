@@ -24,7 +24,7 @@ from typing import Any
 
 from rankalign.errors import UserError
 from rankalign.iterative.generation import SamplingOptions
-from rankalign.iterative.spa import _finished, _mark_done, _steps, check_keys
+from rankalign.iterative.spa import _finished, _mark_done, _steps, check_keys, run_settings
 
 SUMMARY = "bootstrap_summary.json"
 
@@ -87,7 +87,7 @@ def run_bootstrap(run: BootstrapRun, *, show_progress: bool = True) -> dict[str,
     prev = base.model
     for t in range(1, opts.bootstrap_rounds + 1):
         folder = out / f"round-{t}"
-        info = _finished(folder) or _bootstrap_round(run, t, records, reward, prev, folder, show_progress)
+        info = _finished(folder, run_settings(run)) or _bootstrap_round(run, t, records, reward, prev, folder, show_progress)
         summary["rounds"].append(info)
         prev = str(folder)
     with atomic_path(out / SUMMARY) as tmp:
@@ -142,5 +142,5 @@ def _bootstrap_round(run: BootstrapRun, t: int, records: list[Any], reward: tupl
     result = train(load_config(None, config))
     info = {"round": t, "lists": len(rows), "added": added, "sampled_best": top_new / len(rows),
             "steps": _steps(result.log)}
-    _mark_done(folder, info)
+    _mark_done(folder, info, run_settings(run))
     return info

@@ -267,23 +267,55 @@ def run_spa(run: SPARun, *, show_progress: bool = True) -> dict[str, Any]:
     return summary
 
 
-def _finished(folder: Path) -> dict[str, Any] | None:
+#: keys that may differ between runs of one folder without changing a finished round: more
+#: ``rounds`` extend a run; the rest only steer saving, logging, speed or the judge's report
+SETTINGS_IGNORED = frozenset({
+    "rounds", "bootstrap_rounds", "output_dir", "resume_from_checkpoint", "save_steps", "save_total_limit", "save_strategy",
+    "logging_steps", "disable_tqdm", "report_to", "use_cpu", "generation_batch_size", "use_vllm", "judge_data",
+    "dataloader_num_workers",
+})
+
+
+def run_settings(run: Any) -> dict[str, Any]:
+    """What a finished round was made with (``done.json``'s ``settings``): every option and
+    training key given, but :data:`SETTINGS_IGNORED`, as JSON values. ``run``: a run with
+    ``options`` (a dataclass) and ``train_values`` (SPA's and PRO self-bootstrapping's)."""
+    values = {**run.train_values, **dataclasses.asdict(run.options)}
+    return json.loads(json.dumps({k: values[k] for k in sorted(values) if k not in SETTINGS_IGNORED}, default=str))
+
+
+def _finished(folder: Path, settings: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """A finished round's ``done.json``, or ``None``.
+
+    Raises:
+        UserError: the round was finished with other settings (each changed key named); a
+            ``done.json`` without settings (an older run) is taken as it is.
+    """
     done = folder / DONE
-    return json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
+    if not done.is_file():
+        return None
+    info = json.loads(done.read_text(encoding="utf-8"))
+    old = info.get("settings")
+    if settings is not None and isinstance(old, dict) and old != settings:
+        changed = [f"{k}: {old.get(k, '(unset)')!r} -> {settings.get(k, '(unset)')!r}"
+                   for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+        raise UserError(f"{folder} was finished with other settings ({'; '.join(changed)}); use a new "
+                        "output_dir for the new settings, or give the old values to resume this run")
+    return info
 
 
-def _mark_done(folder: Path, info: dict[str, Any]) -> None:
+def _mark_done(folder: Path, info: dict[str, Any], settings: dict[str, Any]) -> None:
     from rankalign.outputs import atomic_path
 
     with atomic_path(folder / DONE) as tmp:
-        tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps({**info, "settings": settings}, indent=2), encoding="utf-8")
 
 
 def _seed_round(run: SPARun, folder: Path, judge_records: list[Any]) -> dict[str, Any]:
     """Round 0: DPO on the seed set from pi_init -> pi_0 (SPA §4, "initial stage")."""
     from rankalign.training.trainer import train
 
-    done = _finished(folder)
+    done = _finished(folder, run_settings(run))
     if done is not None:
         return done
     config = run.phase_config("dpo_bt", output_dir=str(folder), num_train_epochs=run.options.seed_epochs,
@@ -292,14 +324,14 @@ def _seed_round(run: SPARun, folder: Path, judge_records: list[Any]) -> dict[str
     info: dict[str, Any] = {"round": 0, "method": "dpo_bt", "steps": _steps(result.log)}
     if judge_records:
         info["judge"] = _judge(run, folder, judge_records)
-    _mark_done(folder, info)
+    _mark_done(folder, info, run_settings(run))
     return info
 
 
 def _refine_round(run: SPARun, t: int, prompts: list[tuple[str, str]], prev: Path, folder: Path,
                   judge_records: list[Any], *, show_progress: bool) -> dict[str, Any]:
     """One SPA round: sample from pi_{t-1}, judge against pi_init, refine-train pi_t from pi_{t-1}."""
-    done = _finished(folder)
+    done = _finished(folder, run_settings(run))
     if done is not None:
         return done
     from rankalign.iterative.generation import sample_responses
@@ -327,7 +359,7 @@ def _refine_round(run: SPARun, t: int, prompts: list[tuple[str, str]], prev: Pat
             "steps": _steps(result.log), "flagged": _mean_metric(result.log, "spa/flagged")}
     if judge_records:
         info["judge"] = _judge(run, folder, judge_records)
-    _mark_done(folder, info)
+    _mark_done(folder, info, run_settings(run))
     return info
 
 
