@@ -201,6 +201,9 @@ def test_smoke_study_runs_and_resumes_without_recomputing(tmp_path, shared_data,
     assert agg["baseline"] == "base" and set(agg["paired"]) == {"sft", "seadpra-votes"}
     assert agg["methods"]["sft"]["seeds"] == [0, 1] and "Reward" in agg["metrics"]
     assert (out / "report" / "report.html").is_file() and (out / "study.html").is_file()
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["runs"] == ["base/seed-0", "sft/seed-0", "sft/seed-1", "seadpra-votes/seed-0",
+                              "seadpra-votes/seed-1"] and report["baseline"] == "base/seed-0"
     evaluated = json.loads((partial / "eval" / "metrics.json").read_text())["settings"]["model"]
     assert evaluated == str(tmp_path / "work" / "cells" / "seadpra-votes" / "seed-0" / "model")  # the trained one
     assert not (tmp_path / "work" / "cells" / "seadpra-votes" / "seed-0" / "model").exists()  # deleted once evaluated

@@ -402,7 +402,8 @@ def build_sections(runs: Sequence[Run], opts: ReportOptions, *, encoder: Any = N
     return sections, data
 
 
-def build_report(run_dirs: Sequence[str | Path], opts: ReportOptions, *, encoder: Any = None) -> Path:
+def build_report(run_dirs: Sequence[str | Path], opts: ReportOptions, *, encoder: Any = None,
+                 names: Sequence[str] | None = None) -> Path:
     """Read the runs, write ``report.md`` (+ ``figures/*.png``), ``report.html`` and ``report.json``
     into ``opts.out``, each file atomically. Returns the output folder.
 
@@ -414,7 +415,7 @@ def build_report(run_dirs: Sequence[str | Path], opts: ReportOptions, *, encoder
     from rankalign.outputs import atomic_path, check_output_dir, writing
 
     out = check_output_dir(opts.out, "--out", OUTPUT_FILES)
-    runs = load_runs(run_dirs)
+    runs = load_runs(run_dirs, names)
     sections, data = build_sections(runs, opts, encoder=encoder)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)

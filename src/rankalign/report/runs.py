@@ -170,18 +170,21 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     return run
 
 
-def load_runs(paths: Sequence[str | Path]) -> list[Run]:
-    """Read every run; names are the folder names, made unique with the parent folder where two clash.
+def load_runs(paths: Sequence[str | Path], names: Sequence[str] | None = None) -> list[Run]:
+    """Read every run; names are ``names`` when given (one per path), else the folder names, made
+    unique with the parent folder where two clash.
 
     Raises:
         UserError: no run given, or any folder that is not a run (all named in one message).
     """
     if not paths:
         raise UserError("no run folders given; pass one or more folders written by `rankalign train`/`eval`")
+    if names is not None and len(names) != len(paths):
+        raise UserError(f"{len(names)} names for {len(paths)} run folders")
     problems, runs = [], []
-    for p in paths:
+    for k, p in enumerate(paths):
         try:
-            runs.append(load_run(p))
+            runs.append(load_run(p, None if names is None else names[k]))
         except UserError as exc:
             problems.append(str(exc))
     if problems:

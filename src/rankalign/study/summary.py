@@ -261,14 +261,15 @@ def _cell_report(cfg: StudyConfig, collected: dict[str, Any]) -> None:
     from rankalign.report.options import ReportOptions
     from rankalign.study.run import cell_dirs
 
-    folders = []
+    folders, names = [], []
     for spec in cfg.method_specs():
         for seed in collected.get(spec.name, {}).get("seeds", []):
             folders.append(cell_dirs(cfg, spec, seed)[0])
+            names.append(f"{spec.name}/seed-{seed}")
     if len(folders) < 1:
         return
     base = cfg.baseline or cfg.method_specs()[0].name
-    base_dir = next((f for f in folders if f.parent.name == base), None)
+    base_name = next((n for n in names if n.rsplit("/", 1)[0] == base), None)
     opts = ReportOptions(out=str(Path(cfg.output_dir) / "report"), title=f"{cfg.name}: every cell",
-                         baseline=str(base_dir) if base_dir else None, bootstrap=cfg.eval.bootstrap, max_examples=3)
-    build_report(folders, opts)
+                         baseline=base_name, bootstrap=cfg.eval.bootstrap, max_examples=3)
+    build_report(folders, opts, names=names)
