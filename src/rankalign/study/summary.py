@@ -91,7 +91,9 @@ def aggregate(cfg: StudyConfig, collected: dict[str, Any], n_boot: int) -> dict[
                 ids = sorted(set(a) & set(b))
                 if ids:
                     paired[name][m] = paired_difference([a[i] for i in ids], [b[i] for i in ids], n_boot=n_boot)
-    return {"metrics": metrics, "baseline": baseline, "methods": table, "paired": paired}
+    lists = {m: max((len(v.get(m, {})) for e in collected.values() for v in e["values"]), default=0)
+             for m in metrics}
+    return {"metrics": metrics, "baseline": baseline, "methods": table, "paired": paired, "lists": lists}
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -225,8 +227,10 @@ def write_summary(cfg: StudyConfig, seconds: float) -> Path:
             Para("Held-out lists only. ranking/*: each list ordered by the trained policy's implicit reward "
                  "(reference methods) or mean token log-prob, against the community order. PrefHit@1 / "
                  "PrefRecall@3: the generated answer's nearest human answers against the gold order. Reward: the "
-                 "study's reward model on the generated answer."),
-            Table(["method", "seeds", *agg["metrics"]], _method_rows(agg))], "methods"))
+                 "study's reward model on the generated answer. The ranking metrics skip lists whose community order "
+                 "is tied (two answers with equal votes, neither accepted), hence fewer lists."),
+            Table(["method", "seeds", *[f"{m} ({agg['lists'][m]} lists)" for m in agg["metrics"]]],
+                  _method_rows(agg))], "methods"))
         if agg["paired"]:
             sections.append(Section(f"Paired differences with {agg['baseline']}", [
                 Para("Per held-out list, averaged over seeds, then bootstrapped over lists: mean [95% CI] and "
