@@ -364,9 +364,14 @@ def test_a_finished_round_refuses_other_settings(uninterrupted: tuple[dict[str, 
     (out / "spa_summary.json").unlink()
     args = cli_args(files, out)
     saved = json.loads((out / "round-1" / "done.json").read_text())["settings"]
-    assert saved == run_settings(build_run(parse_spa_args(args)))
+    assert {k: v for k, v in saved.items() if k != "round_prompts"} == run_settings(build_run(parse_spa_args(args)))
     changed = [*args, "--seed_epochs", "7"]
     with pytest.raises(UserError, match=r"finished with other settings \(seed_epochs: 1.0 -> 7.0\)"):
         run_spa(build_run(parse_spa_args(changed)), show_progress=False)
+    before = (out / "round-1" / "done.json").stat().st_mtime_ns
     summary = run_spa(build_run(parse_spa_args([*args, "--save_steps", "99"])), show_progress=False)
-    assert summary["rounds"][0]["round"] == 1  # reused, nothing trained
+    assert summary["rounds"][0]["round"] == 1
+    assert (out / "round-1" / "done.json").stat().st_mtime_ns == before  # reused, nothing trained
+    # more rounds over the same prompts file: round 1 would get other prompts -> refused
+    with pytest.raises(UserError, match="round_prompts"):
+        run_spa(build_run(parse_spa_args([*args, "--rounds", "2"])), show_progress=False)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from rankalign.data.record import ListRecord
-from rankalign.errors import ConfigError
+from rankalign.errors import ConfigError, UserError
 
 
 def _rec(rid, votes, accepted, texts=None, created=None):
@@ -30,9 +30,10 @@ def test_sort_rules_by_hand():
     from rankalign.ranking.rank import RankingConfig, rule_orders
 
     rec = _rec("q1", [1, 5, 3], accepted=2, texts=["aaaa", "a", "aaaaaaa"])
-    phi = [np.array([0.1, 0.9, 0.5])]
+    phi = [np.array([0.5, 0.1, 0.9])]
     assert rule_orders([rec], RankingConfig(rule="votes"), phi) == [[1, 2, 0]]
-    assert rule_orders([rec], RankingConfig(rule="semantic"), phi) == [[1, 2, 0]]
+    assert rule_orders([rec], RankingConfig(rule="semantic"), phi) == [[2, 0, 1]]
+    assert rule_orders([rec], RankingConfig(rule="Semantic"), phi) == [[2, 0, 1]]  # any case, - for _
     assert rule_orders([rec], RankingConfig(rule="length"), phi) == [[2, 0, 1]]
     # no dates: popularity = log10(votes + 1), the same order as votes
     assert rule_orders([rec], RankingConfig(rule="popularity"), phi) == [[1, 2, 0]]
@@ -65,6 +66,29 @@ def test_algorithm1_rule_is_the_default_dynamic_ranking_and_anchor_changes_the_t
     other = rank_records([_rec("q", [0, 9, 2], accepted=1)], RankingConfig(rule="votes"), phi=phi,
                          show_progress=False)[0]
     assert other.apdf == ranked.apdf and other.dynamic_ranking == [1, 2, 0]
+
+
+def test_training_reranks_lists_made_by_another_rule(monkeypatch):
+    import rankalign.ranking.rank as rank_mod
+    from fakes import LetterEncoder
+    from rankalign.ranking.rank import RULE_META, RankingConfig, rank_records
+    from rankalign.training import load_config
+    from rankalign.training.trainer import ensure_dynamic_ranking
+
+    recs = [_rec("q", [0, 9, 2], accepted=1)]
+    rank_records(recs, RankingConfig(), encoder=LetterEncoder(), show_progress=False)
+    assert recs[0].meta[RULE_META] == "algorithm1"
+    seen = []
+
+    def spy(todo, config, **kwargs):
+        seen.append(config.rule)
+        return rank_records(todo, config, phi=[np.zeros(3)] * len(todo), show_progress=False)
+
+    monkeypatch.setattr(rank_mod, "rank_records", spy)
+    ensure_dynamic_ranking(recs, load_config(None, {"method": "seadpra", "ranking_rule": "votes"}))
+    assert seen == ["votes"] and recs[0].dynamic_ranking == [1, 2, 0] and recs[0].meta[RULE_META] == "votes"
+    ensure_dynamic_ranking(recs, load_config(None, {"method": "seadpra", "ranking_rule": "votes"}))
+    assert seen == ["votes"]  # ranked by the asked rule already: not again
 
 
 def test_unknown_rule_is_a_clear_error():
@@ -134,6 +158,37 @@ def test_config_errors_are_listed_together(tmp_path, shared_data):
     text = str(err.value)
     for part in ("unknown key 'sitez' (did you mean 'sites'", "unknown method 'dpo_btt'", "unknown key 'hparam'",
                  "unknown key 'seedz'"):
+        assert part in text, text
+
+
+def test_config_checks_labels_seeds_eval_and_every_cells_training_keys(tmp_path, shared_data):
+    from rankalign.study.config import load_study_config
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": {"stackexchange": str(shared_data / "stackexchange")},
+        "labels": [{"name": "x", "rule": "algorithm1", "atributes": ["semantic"]},
+                   {"name": "y", "rule": "algorithm1", "attributes": "semantic"}, "votes", "votes"],
+        "seeds": ["../../x", True], "eval": {"bootstrap": 0},
+        "methods": ["base", {"name": "s", "method": "seadpra", "hparams": {"seadpra_alhpa": 1}}],
+    }))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    for part in ("labels[0]: unknown key 'atributes'", "labels[1]: attributes must be a list",
+                 "names ['votes'] appear more than once", "seeds:", "eval.bootstrap: 0"):
+        assert part in text, text
+    # the cells' training keys and the reward model's are checked before any work
+    cfg.write_text(yaml.safe_dump({
+        "data": {"stackexchange": str(shared_data / "stackexchange")},
+        "methods": ["base", {"name": "s", "method": "seadpra", "hparams": {"seadpra_alhpa": 1}},
+                    {"name": "d", "method": "dpo_bt", "train": {"max_stepz": 3}}],
+        "reward_model": {"settings": {"rm_lsos": "pl"}},
+    }))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    for part in ("methods (s):", "seadpra_alhpa", "methods (d):", "max_stepz", "reward_model.settings:", "rm_lsos"):
         assert part in text, text
 
 
@@ -212,6 +267,16 @@ def test_smoke_study_runs_and_resumes_without_recomputing(tmp_path, shared_data,
     # nothing left to do: a third run computes no cell
     calls.clear()
     study_run.run_study(cfg, encoder=LetterEncoder())
+    assert calls == []
+    # the same folder with another budget: refused, naming the setting, before any work
+    bigger = load_study_config(cfg_path, {"train.max_steps": 5})
+    with pytest.raises(UserError, match=r"computed with other settings \(.*max_steps: 1 -> 5"):
+        study_run.run_study(bigger, encoder=LetterEncoder())
+    assert calls == []
+    # a new rule in `labels` is measured again rather than silently missing
+    more = load_study_config(cfg_path, {"labels": ["algorithm1", "popularity", "length", "random", "votes"]})
+    study_run.run_study(more, encoder=LetterEncoder())
+    assert "votes" in json.loads((out / "label_quality.json").read_text())["groups"]["coffee"]["rules"]
     assert calls == []
 
 

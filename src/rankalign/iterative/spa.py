@@ -284,6 +284,17 @@ def run_settings(run: Any) -> dict[str, Any]:
     return json.loads(json.dumps({k: values[k] for k in sorted(values) if k not in SETTINGS_IGNORED}, default=str))
 
 
+def prompt_digest(prompts: list[tuple[str, str]]) -> str:
+    """A short hash of a round's prompts (ids and texts): a round reused with other prompts (say,
+    ``rounds`` changed while ``prompts_per_round`` is unset) is refused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for pid, text in prompts:
+        h.update(f"{pid}\x00{text}\x01".encode())
+    return h.hexdigest()[:16]
+
+
 def _finished(folder: Path, settings: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """A finished round's ``done.json``, or ``None``.
 
@@ -331,7 +342,8 @@ def _seed_round(run: SPARun, folder: Path, judge_records: list[Any]) -> dict[str
 def _refine_round(run: SPARun, t: int, prompts: list[tuple[str, str]], prev: Path, folder: Path,
                   judge_records: list[Any], *, show_progress: bool) -> dict[str, Any]:
     """One SPA round: sample from pi_{t-1}, judge against pi_init, refine-train pi_t from pi_{t-1}."""
-    done = _finished(folder, run_settings(run))
+    settings = {**run_settings(run), "round_prompts": prompt_digest(prompts)}
+    done = _finished(folder, settings)
     if done is not None:
         return done
     from rankalign.iterative.generation import sample_responses
@@ -359,7 +371,7 @@ def _refine_round(run: SPARun, t: int, prompts: list[tuple[str, str]], prev: Pat
             "steps": _steps(result.log), "flagged": _mean_metric(result.log, "spa/flagged")}
     if judge_records:
         info["judge"] = _judge(run, folder, judge_records)
-    _mark_done(folder, info, run_settings(run))
+    _mark_done(folder, info, settings)
     return info
 
 

@@ -34,6 +34,8 @@ from rankalign.ranking.attributes import SEMANTIC, check_attribute_names, record
 from rankalign.ranking.embeddings import TextEncoder, embed_texts
 from rankalign.ranking.rules import PAPER_RULE, get_rule, sort_rule_order
 
+#: ``meta`` key naming the rule that made a record's ``dynamic_ranking`` (no key: the paper's Algorithm 1)
+RULE_META = "ranking_rule"
 #: lists of one size are ranked together in chunks of this many (bounds memory at B*M*M floats).
 CHUNK_LISTS = 4096
 
@@ -261,6 +263,7 @@ def _rank_chunk(chunk: list[ListRecord], cfg: RankingConfig, phi: list[np.ndarra
         rec.dynamic_ranking = [int(x) for x in order[row]]
         rec.apdf = [[float(v) for v in r] for r in delta[row]]
         rec.apdf_row_max = [float(v) for v in row_max[row]]
+        rec.meta = {**rec.meta, RULE_META: cfg.rule}  # a new dict: shallow copies keep their own
 
 
 def _rule_orders(chunk: list[ListRecord], cfg: RankingConfig, phi: list[np.ndarray] | None,

@@ -83,9 +83,14 @@ RULES: dict[str, RankingRule] = {r.name: r for r in (
 )}
 
 
+def rule_key(name: Any) -> str:
+    """A rule name as registered: ``Algorithm1-Popularity-Anchor`` -> ``algorithm1_popularity_anchor``."""
+    return str(name).strip().lower().replace("-", "_")
+
+
 def get_rule(name: str) -> RankingRule:
-    """The rule called ``name``; raises ``ValueError`` listing the rules."""
-    key = str(name).strip().lower().replace("-", "_")
+    """The rule called ``name`` (any case, ``-`` for ``_``); raises ``ValueError`` listing the rules."""
+    key = rule_key(name)
     if key not in RULES:
         raise ValueError(f"unknown ranking rule {name!r}; choose one of {', '.join(RULES)}")
     return RULES[key]

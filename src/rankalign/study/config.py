@@ -21,7 +21,7 @@ methods:
 seeds: [0, 1, 2]
 train: {max_steps: 16, use_lora: true, learning_rate: 3e-4}    # rankalign train keys
 eval: {max_new_tokens: 48}
-reward_model: {train: true, max_steps: 30}
+reward_model: {train: true, settings: {max_steps: 30}}
 ```
 
 The full reference with every default is docs/study.md.
@@ -40,6 +40,8 @@ from rankalign.errors import ConfigError
 
 #: the method entry that trains nothing: the starting model, evaluated as it is
 BASE = "base"
+#: the keys of a ``labels`` entry given as a mapping
+LABEL_KEYS = ("name", "rule", "attributes")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -178,7 +180,7 @@ def _method(entry: Any, where: str, problems: list[str]) -> StudyMethod | None:
 
 
 def _problems(cfg: StudyConfig) -> list[str]:
-    from rankalign.ranking.rules import RULES
+    from rankalign.ranking.rules import RULES, rule_key
 
     out = []
     d = cfg.data
@@ -186,34 +188,80 @@ def _problems(cfg: StudyConfig) -> list[str]:
         out.append(f"data.domain: {d.domain!r} must be stackexchange or oasst1")
     elif getattr(d, d.domain) is None:
         out.append(f"data.{d.domain}: needed because data.domain is {d.domain}")
-    for key in ("stackexchange", "oasst1"):
-        path = getattr(d, key)
-        if path is not None and not Path(path).exists():
-            out.append(f"data.{key}: no such file or folder: {path}")
+    if d.stackexchange is not None and not Path(d.stackexchange).is_dir():
+        out.append(f"data.stackexchange: {d.stackexchange} is not a folder (give the folder that holds the site "
+                   "folders)")
+    if d.oasst1 is not None and not Path(d.oasst1).is_file():
+        out.append(f"data.oasst1: no such file: {d.oasst1}")
     if d.min_answers < 2:
         out.append(f"data.min_answers: {d.min_answers} must be >= 2")
     if d.test_lists < 2:
         out.append(f"data.test_lists: {d.test_lists} must be >= 2")
     if d.train_lists is not None and d.train_lists < 1:
         out.append(f"data.train_lists: {d.train_lists} must be >= 1 or null")
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        out.append(f"seeds: {cfg.seeds} must be a non-empty list of distinct integers")
+    if (not cfg.seeds or len(set(map(str, cfg.seeds))) != len(cfg.seeds)
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in cfg.seeds)):
+        out.append(f"seeds: {cfg.seeds} must be a non-empty list of distinct integers >= 0")
+    for key in ("max_new_tokens", "num_beams", "batch_size", "max_length", "max_prompt_length", "bootstrap"):
+        value = getattr(cfg.eval, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            out.append(f"eval.{key}: {value!r} must be an integer >= 1")
     names = [m.name for m in cfg.method_specs()]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = sorted({n for n in names if [x.lower() for x in names].count(n.lower()) > 1})
     if dup:
         out.append(f"methods: names {dup} appear more than once; give each entry its own name")
     if not names:
         out.append("methods: empty; list at least one method")
     if cfg.baseline is not None and cfg.baseline not in names:
         out.append(f"baseline: {cfg.baseline!r} is not among the methods {names}")
-    for lab in cfg.labels:
+    label_names = []
+    for i, lab in enumerate(cfg.labels):
+        if isinstance(lab, dict):
+            for key in lab:
+                if key not in LABEL_KEYS:
+                    out.append(unknown_key_message(str(key), LABEL_KEYS, f"labels[{i}]"))
+            attrs = lab.get("attributes")
+            if attrs is not None and (not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs)):
+                out.append(f"labels[{i}]: attributes must be a list of names, e.g. [semantic, popularity]; "
+                           f"got {attrs!r}")
+        elif not isinstance(lab, str):
+            out.append(f"labels[{i}]: a rule name or {{name, rule, attributes}}, got {lab!r}")
+            continue
         rule = lab.get("rule", lab.get("name")) if isinstance(lab, dict) else lab
-        if str(rule) not in RULES:
-            out.append(f"labels: unknown ranking rule {rule!r}; choose from {', '.join(RULES)}")
+        label_names.append(str(lab.get("name", rule)) if isinstance(lab, dict) else str(lab))
+        if rule_key(rule) not in RULES:
+            out.append(f"labels[{i}]: unknown ranking rule {rule!r}; choose from {', '.join(RULES)}")
+    dup_labels = sorted({n for n in label_names if label_names.count(n) > 1})
+    if dup_labels:
+        out.append(f"labels: names {dup_labels} appear more than once; give each entry its own name")
     if "reward" in cfg.eval.metrics and not cfg.reward_model.path and not cfg.reward_model.train:
         out.append("eval.metrics: reward needs reward_model.path or reward_model.train: true")
     if cfg.reward_model.path and not Path(cfg.reward_model.path).is_dir():
         out.append(f"reward_model.path: no such folder: {cfg.reward_model.path}")
+    return out
+
+
+def _run_config_problems(cfg: StudyConfig) -> list[str]:
+    """Every cell's training config and the reward model's, built now: a typo in ``train``,
+    ``hparams`` or ``reward_model.settings`` is reported before hours of work, not when its cell runs."""
+    from rankalign.study.run import reward_settings, train_values
+    from rankalign.training import load_config
+
+    out = []
+    for spec in cfg.method_specs():
+        if spec.is_base:
+            continue
+        try:
+            load_config(None, {**train_values(cfg, spec, cfg.seeds[0]), "output_dir": str(cfg.work / "check")})
+        except ConfigError as exc:
+            out += [f"methods ({spec.name}): {p}" for p in exc.problems]
+    if "reward" in cfg.eval.metrics and not cfg.reward_model.path:
+        from rankalign.reward.config import load_reward_config
+
+        try:
+            load_reward_config(None, reward_settings(cfg))
+        except ConfigError as exc:
+            out += [f"reward_model.settings: {p}" for p in exc.problems]
     return out
 
 
@@ -264,6 +312,8 @@ def load_study_config(path: str | Path | None = None, overrides: dict[str, Any] 
         raise ConfigError(problems)
     cfg = StudyConfig(**kwargs)
     problems = _problems(cfg)
+    if not problems:
+        problems = _run_config_problems(cfg)
     if problems:
         raise ConfigError([f"{where}: {p}" for p in problems])
     return cfg

@@ -67,8 +67,34 @@ def _read_json(path: Path) -> Any:
 def _data_key(cfg: StudyConfig) -> dict[str, Any]:
     from dataclasses import asdict
 
-    return {**asdict(cfg.data), "stackexchange": cfg.data.stackexchange and str(Path(cfg.data.stackexchange).resolve()),
-            "oasst1": cfg.data.oasst1 and str(Path(cfg.data.oasst1).resolve())}
+    return asdict(cfg.data)
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every leaf that differs (dotted keys into nested mappings)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "(unset)"), new.get(key, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _check_same(path: Path, old: Any, new: dict[str, Any], what: str) -> None:
+    """Refuse to reuse a result computed with other settings (a result without settings is taken as it is)."""
+    if not isinstance(old, dict):
+        return
+    diff = changed_settings(old, new)
+    if diff:
+        raise UserError(f"{path}: {what} was computed with other settings ({'; '.join(diff[:6])}"
+                        f"{'; ...' if len(diff) > 6 else ''}); use a new output_dir for the new settings, or "
+                        "put the old values back to resume this study")
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
 
 
 def _site_folders(cfg: StudyConfig) -> list[Path]:
@@ -175,16 +201,17 @@ def _counts(records: list[Any]) -> dict[str, int]:
 
 # ---------------------------------------------------------------------- label quality
 def rule_specs(cfg: StudyConfig) -> list[Any]:
+    from rankalign.ranking.rules import rule_key
     from rankalign.study.labels import RuleSpec
 
     specs = []
     for lab in cfg.labels:
         if isinstance(lab, dict):
             attrs = lab.get("attributes")
-            specs.append(RuleSpec(str(lab.get("name", lab.get("rule"))), str(lab.get("rule", lab.get("name"))),
+            specs.append(RuleSpec(str(lab.get("name", lab.get("rule"))), rule_key(lab.get("rule", lab.get("name"))),
                                   tuple(attrs) if attrs else None))
         else:
-            specs.append(RuleSpec(str(lab), str(lab)))
+            specs.append(RuleSpec(str(lab), rule_key(lab)))
     return specs
 
 
@@ -194,13 +221,18 @@ def measure_labels(cfg: StudyConfig, groups: dict[str, list[Any]], encoder: Any)
     from rankalign.study.labels import label_quality
 
     path = Path(cfg.output_dir) / "label_quality.json"
+    settings = _jsonable({"labels": cfg.labels, "data": _data_key(cfg), "bootstrap": cfg.eval.bootstrap})
     if path.is_file():
-        return _read_json(path)
+        old = _read_json(path)
+        if old.get("settings", settings) == settings:
+            return old
+        _say("the labels or the data changed since label_quality.json was written: measuring again")
     _say(f"label quality of {len(cfg.labels)} rule(s) on {len(groups)} group(s)")
     t0 = time.perf_counter()
     phi = {g: compute_phi(recs, encoder, show_progress=False) for g, recs in groups.items() if recs}
     result = label_quality(groups, rule_specs(cfg), phi, n_boot=cfg.eval.bootstrap)
     result["seconds"] = time.perf_counter() - t0
+    result["settings"] = settings
     _write_json(result, path)
     return result
 
@@ -214,16 +246,18 @@ def reward_model(cfg: StudyConfig, train: list[Any], test: list[Any]) -> str | N
         return cfg.reward_model.path
     folder = cfg.work / "reward_model"
     marker = Path(cfg.output_dir) / "reward_model.json"
-    if marker.is_file() and (folder / "config.json").is_file():
-        return str(folder)
+    settings = reward_settings(cfg)
+    if marker.is_file():
+        _check_same(marker, _read_json(marker).get("settings"), _jsonable({k: v for k, v in settings.items()
+                                                                           if k != "output_dir"}), "the reward model")
+        if (folder / "config.json").is_file():
+            return str(folder)
+        _say("the reward model's folder is gone (a new machine?): training it again with the same settings")
     from rankalign.reward.config import load_reward_config
     from rankalign.reward.train import train_reward_model
 
     if folder.exists():
         shutil.rmtree(folder)
-    settings = {**REWARD_DEFAULTS, **cfg.reward_model.settings, "output_dir": str(folder)}
-    if cfg.model:
-        settings["model"] = cfg.model
     rm_cfg = load_reward_config(None, settings)
     _say(f"training the reward model ({rm_cfg.rm_loss}, {rm_cfg.max_steps} steps) on {len(train)} lists")
     t0 = time.perf_counter()
@@ -231,6 +265,14 @@ def reward_model(cfg: StudyConfig, train: list[Any], test: list[Any]) -> str | N
     _write_json({"settings": {k: v for k, v in settings.items() if k != "output_dir"},
                  "held_out": result.metrics, "seconds": time.perf_counter() - t0}, marker)
     return str(folder)
+
+
+def reward_settings(cfg: StudyConfig) -> dict[str, Any]:
+    """The ``rankalign train-rm`` keys of the study's reward model."""
+    settings = {**REWARD_DEFAULTS, **cfg.reward_model.settings, "output_dir": str(cfg.work / "reward_model")}
+    if cfg.model:
+        settings["model"] = cfg.model
+    return settings
 
 
 # ---------------------------------------------------------------------- cells
@@ -250,19 +292,41 @@ def cells(cfg: StudyConfig) -> list[tuple[StudyMethod, int]]:
 
 
 def is_done(cfg: StudyConfig, spec: StudyMethod, seed: int) -> bool:
-    return (cell_dirs(cfg, spec, seed)[0] / "done.json").is_file()
+    """Whether the cell finished; one finished with other settings is an error naming them."""
+    path = cell_dirs(cfg, spec, seed)[0] / "done.json"
+    if not path.is_file():
+        return False
+    _check_same(path, _read_json(path).get("settings"), cell_settings(cfg, spec, seed), f"cell {spec.name} seed {seed}")
+    return True
+
+
+def train_values(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, Any]:
+    """The ``rankalign train`` keys of one cell (``output_dir`` aside)."""
+    values = {**TRAIN_DEFAULTS, **cfg.train, **spec.train, **spec.hparams, "method": spec.method, "seed": seed,
+              "disable_tqdm": True}
+    if cfg.model:
+        values["model"] = cfg.model
+    if cfg.embedding_model:
+        values["embedding_model"] = cfg.embedding_model
+    return values
+
+
+def cell_settings(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, Any]:
+    """What a cell's result depends on (stored in its ``done.json``, compared on resume)."""
+    from dataclasses import asdict
+
+    reward = None
+    if "reward" in cfg.eval.metrics:
+        reward = cfg.reward_model.path or {k: v for k, v in reward_settings(cfg).items() if k != "output_dir"}
+    return _jsonable({"train": None if spec.is_base else train_values(cfg, spec, seed),
+                      "model": cfg.model, "embedding_model": cfg.embedding_model, "eval": asdict(cfg.eval),
+                      "reward_model": reward})
 
 
 def train_config(cfg: StudyConfig, spec: StudyMethod, seed: int, output_dir: Path) -> Any:
     from rankalign.training import load_config
 
-    values = {**TRAIN_DEFAULTS, **cfg.train, **spec.train, **spec.hparams, "method": spec.method,
-              "output_dir": str(output_dir), "seed": seed, "disable_tqdm": True}
-    if cfg.model:
-        values["model"] = cfg.model
-    if cfg.embedding_model:
-        values["embedding_model"] = cfg.embedding_model
-    return load_config(None, values)
+    return load_config(None, {**train_values(cfg, spec, seed), "output_dir": str(output_dir)})
 
 
 def _ranked_copies(records: list[Any], config: Any, phi: list[np.ndarray] | None) -> list[Any]:
@@ -317,7 +381,7 @@ def run_cell(cfg: StudyConfig, spec: StudyMethod, seed: int, train: list[Any], r
     if not cfg.keep_models and (work / "model").exists():
         shutil.rmtree(work / "model")
     done = {"method": spec.name, "loss": spec.method, "seed": seed, "timings_s": timings,
-            "metrics": {k: v["mean"] for k, v in metrics.items()}}
+            "metrics": {k: v["mean"] for k, v in metrics.items()}, "settings": cell_settings(cfg, spec, seed)}
     _write_json(done, out / "done.json")
     return done
 

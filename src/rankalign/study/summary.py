@@ -117,7 +117,8 @@ def _method_rows(agg: dict[str, Any]) -> list[list[str]]:
 def _paired_rows(agg: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, per in agg["paired"].items():
-        cells = [name]
+        n_seeds = len(agg["methods"].get(name, {}).get("seeds", []))
+        cells = [f"{name} ({n_seeds} seed{'s' if n_seeds != 1 else ''})"]
         for m in agg["metrics"]:
             d = per.get(m)
             if d is None:
@@ -233,8 +234,10 @@ def write_summary(cfg: StudyConfig, seconds: float) -> Path:
                   _method_rows(agg))], "methods"))
         if agg["paired"]:
             sections.append(Section(f"Paired differences with {agg['baseline']}", [
-                Para("Per held-out list, averaged over seeds, then bootstrapped over lists: mean [95% CI] and "
-                     "sign-flip p-value; * = the interval excludes 0."),
+                Para("Per held-out list, averaged over the method's finished seeds, then bootstrapped over lists: "
+                     "mean [95% CI] and sign-flip p-value; * = the interval excludes 0. The interval reflects the "
+                     "test lists; the seed-to-seed spread is the ± of the table above and is not in it, so with "
+                     "few seeds a * is optimistic."),
                 Table(["method", *agg["metrics"]], _paired_rows(agg))], "paired"))
         png = _figure(agg, collected)
         if png:

@@ -237,8 +237,10 @@ class ListwiseConfig(ModelTrainingConfig):
                 out.append(f"ref_model: {self.method} uses no reference model; remove ref_model")
         if self.order_source not in ORDER_SOURCES:
             out.append(f"order_source: {self.order_source!r} is not one of {', '.join(ORDER_SOURCES)}")
-        from rankalign.ranking.rules import RULES
+        from rankalign.ranking.rules import RULES, rule_key
 
+        if isinstance(self.ranking_rule, str):
+            self.ranking_rule = rule_key(self.ranking_rule)
         if self.ranking_rule not in RULES:
             out.append(f"ranking_rule: {self.ranking_rule!r} is not one of {', '.join(RULES)}")
         if self.half_life_days <= 0:

@@ -165,10 +165,14 @@ def ensure_dynamic_ranking(records: list[ListRecord], config: ListwiseConfig) ->
     """Compute D^R and the APDF (``rankalign.ranking``) for records that lack them, when needed."""
     cls = config.loss_class()
     need = cls.needs_apdf or config.effective_order_source() == "dynamic"
-    todo = [r for r in records if r.dynamic_ranking is None or (cls.needs_apdf and r.apdf is None)]
+    from rankalign.ranking.rank import RULE_META, RankingConfig, rank_records
+    from rankalign.ranking.rules import PAPER_RULE
+
+    # a list ranked by another rule than the one asked for is ranked again (meta names the rule)
+    todo = [r for r in records if r.dynamic_ranking is None or (cls.needs_apdf and r.apdf is None)
+            or r.meta.get(RULE_META, PAPER_RULE) != config.ranking_rule]
     if not need or not todo:
         return records
-    from rankalign.ranking.rank import RankingConfig, rank_records
 
     print(f"computing the SeAdpra dynamic ranking for {len(todo)} list(s) "
           f"(attributes: {config.ranking_attributes}, rule: {config.ranking_rule})", flush=True)
