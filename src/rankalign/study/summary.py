@@ -20,9 +20,12 @@ import numpy as np
 
 from rankalign.study.config import StudyConfig
 
-#: metrics shown in the method table, in this order (those an evaluation wrote)
-KEY_METRICS = ("ranking/kendall_tau", "ranking/top1", "ranking/pairwise_accuracy", "PrefHit@1", "PrefRecall@3",
-               "Reward")
+def key_metrics(k: str) -> tuple[str, ...]:
+    """The method table's columns: ranking accuracy, PrefHit at the smallest and PrefRecall at the
+    largest ``eval.k`` (PrefHit@1 and PrefRecall@3 by default, as SeAdpra's Table 1), reward."""
+    ks = sorted(int(x) for x in str(k).split(",") if x.strip())
+    return ("ranking/kendall_tau", "ranking/top1", "ranking/pairwise_accuracy", f"PrefHit@{ks[0]}",
+            f"PrefRecall@{ks[-1]}", "Reward")
 
 
 def _read(path: Path) -> Any:
@@ -51,9 +54,9 @@ def collect(cfg: StudyConfig) -> dict[str, Any]:
     return out
 
 
-def _metrics_of(collected: dict[str, Any]) -> list[str]:
+def _metrics_of(collected: dict[str, Any], k: str) -> list[str]:
     present = {m for e in collected.values() for ps in e["per_seed"] for m in ps}
-    return [m for m in KEY_METRICS if m in present]
+    return [m for m in key_metrics(k) if m in present]
 
 
 def _seed_mean(values: list[dict[str, dict[str, float]]], metric: str) -> dict[str, float]:
@@ -67,7 +70,7 @@ def aggregate(cfg: StudyConfig, collected: dict[str, Any], n_boot: int) -> dict[
     """Method table and paired differences (``study.json``'s ``methods`` and ``paired``)."""
     from rankalign.evaluation.compare import paired_difference
 
-    metrics = _metrics_of(collected)
+    metrics = _metrics_of(collected, cfg.eval.k)
     names = [s.name for s in cfg.method_specs()]
     baseline = cfg.baseline or (names[0] if names else None)
     table: dict[str, Any] = {}
