@@ -20,6 +20,7 @@ import numpy as np
 
 from rankalign.study.config import StudyConfig
 
+
 def key_metrics(k: str) -> tuple[str, ...]:
     """The method table's columns: ranking accuracy, PrefHit at the smallest and PrefRecall at the
     largest ``eval.k`` (PrefHit@1 and PrefRecall@3 by default, as SeAdpra's Table 1), reward."""
