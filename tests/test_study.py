@@ -297,6 +297,6 @@ def test_study_cli_errors_are_one_line(tmp_path, capsys):
     from rankalign.cli import main
 
     assert main(["study", str(tmp_path / "nope.yaml")]) == 2
-    assert "no such study config" in capsys.readouterr().err
+    assert "no such config file" in capsys.readouterr().err
     assert main(["study", str(tmp_path / "nope.yaml"), "--set", "novalue"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err

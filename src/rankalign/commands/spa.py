@@ -81,13 +81,13 @@ def parse_iterative_args(parser: argparse.ArgumentParser, argv: list[str]) -> di
 
     from rankalign.cli_fields import given_values
     from rankalign.commands.train import parse_overrides
-    from rankalign.training.config import _read_yaml
+    from rankalign.training.config import read_yaml
 
     known, unknown = parser.parse_known_args(argv)
     names = [a.dest for a in parser._actions if a.dest not in ("help", "config_file")]
     values: dict[str, Any] = {}
     if known.config_file:
-        values = {str(k).replace("-", "_"): v for k, v in _read_yaml(Path(known.config_file)).items()}
+        values = {str(k).replace("-", "_"): v for k, v in read_yaml(Path(known.config_file)).items()}
     values.update(parse_overrides(unknown))
     values.update(given_values(known, names))
     return values

@@ -273,21 +273,13 @@ def load_study_config(path: str | Path | None = None, overrides: dict[str, Any] 
         ConfigError: unknown keys (with close matches), values of the wrong type, bad methods,
             rules or paths — all together.
     """
-    import yaml
+    from rankalign.training.config import read_yaml
 
     raw: dict[str, Any] = {}
     where = "study config"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError([f"no such study config: {p}"])
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{p}: invalid YAML: {exc}"]) from None
-        if not isinstance(raw, dict):
-            raise ConfigError([f"{p}: expected a mapping of study keys, got {type(raw).__name__}"])
-        where = str(p)
+        raw = read_yaml(Path(path))
+        where = str(path)
     for key, value in (overrides or {}).items():  # "train.max_steps" reaches into a section
         *parents, leaf = str(key).split(".")
         node = raw

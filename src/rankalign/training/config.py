@@ -324,7 +324,7 @@ def load_config(yaml_path: str | os.PathLike[str] | None = None, overrides: dict
     sources: dict[str, str] = {}
     if yaml_path is not None:
         path = Path(yaml_path)
-        for k, v in _read_yaml(path).items():
+        for k, v in read_yaml(path).items():
             values[str(k).replace("-", "_")] = v
             sources[str(k).replace("-", "_")] = str(path)
     for k, v in (overrides or {}).items():
@@ -342,7 +342,12 @@ def load_config(yaml_path: str | os.PathLike[str] | None = None, overrides: dict
     return cls(**kwargs, **extra)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping (``train``, ``spa``, ``study`` configs).
+
+    Raises:
+        FileNotFoundError: no such file; ConfigError: invalid YAML, or not a mapping.
+    """
     import yaml
 
     if not path.is_file():
