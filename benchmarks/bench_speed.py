@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_training import current_rss_mb, launch_worker, load_avg, machine_info
+from bench_training import current_rss_mb, launch_worker, load_avg, machine_info, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTS = ROOT.parent / "shared" / "data" / "stackexchange" / "matheducators" / "Posts.xml"
@@ -356,7 +356,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: the real data sample {POSTS} is missing (it lives beside the checkout)")
     if args.quick:
         args.b2_m, args.steps = [2, 5], 2
-    from rankalign.outputs import atomic_path
 
     t_start = time.perf_counter()
     results: dict[str, Any] = {
@@ -411,11 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             print("profile of a SeAdpra step (self CPU time):", flush=True)
             for row in r["profile_top_ops"]:
                 print(f"  {row['share']:6.1%} {row['self_s']:7.3f} s  {row['calls']:6d}x  {row['op']}", flush=True)
-    results["load_avg_end"] = load_avg()
-    results["total_wall_s"] = round(time.perf_counter() - t_start, 1)
-    with atomic_path(args.output) as tmp_path:
-        tmp_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output} ({results['total_wall_s']} s)")
+    write_results(results, args.output, t_start)
     return 0
 
 

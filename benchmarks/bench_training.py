@@ -65,6 +65,17 @@ def current_rss_mb() -> float | None:
     return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
+def write_results(results: dict[str, Any], output: str | Path, t_start: float) -> None:
+    """Add the end load and total wall time, write ``output`` atomically, say so."""
+    from rankalign.outputs import atomic_path
+
+    results["load_avg_end"] = load_avg()
+    results["total_wall_s"] = round(time.perf_counter() - t_start, 1)
+    with atomic_path(output) as tmp_path:
+        tmp_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {output} ({results['total_wall_s']} s)")
+
+
 def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -320,7 +331,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.b, args.batches, args.repeats, args.steps = 1, 1, 1, 2
         args.methods = "dpo_pl"
-    from rankalign.data.io import atomic_path
 
     t_start = time.perf_counter()
     results: dict[str, Any] = {
@@ -348,11 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_worker("train", args, work, ["--method", method, *(["--lora"] if lora else [])])
                     results["train"].append(r)
                     print(f"  {r['s_per_step_median']} s/step, peak RSS {r['peak_rss_mb']} MB", flush=True)
-    results["load_avg_end"] = load_avg()
-    results["total_wall_s"] = round(time.perf_counter() - t_start, 1)
-    with atomic_path(args.output) as tmp_path:
-        tmp_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output} ({results['total_wall_s']} s)")
+    write_results(results, args.output, t_start)
     return 0
 
 
