@@ -326,7 +326,8 @@ def _seed_round(run: SPARun, folder: Path, judge_records: list[Any]) -> dict[str
     """Round 0: DPO on the seed set from pi_init -> pi_0 (SPA §4, "initial stage")."""
     from rankalign.training.trainer import train
 
-    done = _finished(folder, run_settings(run))
+    settings = run_settings(run)
+    done = _finished(folder, settings)
     if done is not None:
         return done
     config = run.phase_config("dpo_bt", output_dir=str(folder), num_train_epochs=run.options.seed_epochs,
@@ -335,7 +336,7 @@ def _seed_round(run: SPARun, folder: Path, judge_records: list[Any]) -> dict[str
     info: dict[str, Any] = {"round": 0, "method": "dpo_bt", "steps": _steps(result.log)}
     if judge_records:
         info["judge"] = _judge(run, folder, judge_records)
-    _mark_done(folder, info, run_settings(run))
+    _mark_done(folder, info, settings)
     return info
 
 

@@ -259,7 +259,7 @@ def _run_config_problems(cfg: StudyConfig) -> list[str]:
         from rankalign.reward.config import load_reward_config
 
         try:
-            load_reward_config(None, reward_settings(cfg))
+            load_reward_config(None, {**reward_settings(cfg), "output_dir": str(cfg.work / "check")})
         except ConfigError as exc:
             out += [f"reward_model.settings: {p}" for p in exc.problems]
     return out

@@ -248,8 +248,7 @@ def reward_model(cfg: StudyConfig, train: list[Any], test: list[Any]) -> str | N
     marker = Path(cfg.output_dir) / "reward_model.json"
     settings = reward_settings(cfg)
     if marker.is_file():
-        _check_same(marker, _read_json(marker).get("settings"), _jsonable({k: v for k, v in settings.items()
-                                                                           if k != "output_dir"}), "the reward model")
+        _check_same(marker, _read_json(marker).get("settings"), _jsonable(settings), "the reward model")
         if (folder / "config.json").is_file():
             return str(folder)
         _say("the reward model's folder is gone (a new machine?): training it again with the same settings")
@@ -258,18 +257,17 @@ def reward_model(cfg: StudyConfig, train: list[Any], test: list[Any]) -> str | N
 
     if folder.exists():
         shutil.rmtree(folder)
-    rm_cfg = load_reward_config(None, settings)
+    rm_cfg = load_reward_config(None, {**settings, "output_dir": str(folder)})
     _say(f"training the reward model ({rm_cfg.rm_loss}, {rm_cfg.max_steps} steps) on {len(train)} lists")
     t0 = time.perf_counter()
     result = train_reward_model(rm_cfg, [r for r in train], eval_records=list(test))
-    _write_json({"settings": {k: v for k, v in settings.items() if k != "output_dir"},
-                 "held_out": result.metrics, "seconds": time.perf_counter() - t0}, marker)
+    _write_json({"settings": settings, "held_out": result.metrics, "seconds": time.perf_counter() - t0}, marker)
     return str(folder)
 
 
 def reward_settings(cfg: StudyConfig) -> dict[str, Any]:
-    """The ``rankalign train-rm`` keys of the study's reward model."""
-    settings = {**REWARD_DEFAULTS, **cfg.reward_model.settings, "output_dir": str(cfg.work / "reward_model")}
+    """The ``rankalign train-rm`` keys of the study's reward model (``output_dir`` aside)."""
+    settings = {**REWARD_DEFAULTS, **cfg.reward_model.settings}
     if cfg.model:
         settings["model"] = cfg.model
     return settings
@@ -317,7 +315,7 @@ def cell_settings(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, A
 
     reward = None
     if "reward" in cfg.eval.metrics:
-        reward = cfg.reward_model.path or {k: v for k, v in reward_settings(cfg).items() if k != "output_dir"}
+        reward = cfg.reward_model.path or reward_settings(cfg)
     return _jsonable({"train": None if spec.is_base else train_values(cfg, spec, seed),
                       "model": cfg.model, "embedding_model": cfg.embedding_model, "eval": asdict(cfg.eval),
                       "reward_model": reward})
@@ -425,8 +423,9 @@ def run_study(cfg: StudyConfig, *, encoder: Any = None, only_labels: bool = Fals
     if not only_labels:
         train, test = prepare_data(cfg, groups)
         _say(f"{len(train)} training lists, {len(test)} held-out lists ({cfg.data.domain})")
-        todo = [(s, seed) for s, seed in cells(cfg) if not is_done(cfg, s, seed)]
-        _say(f"{len(cells(cfg)) - len(todo)} of {len(cells(cfg))} cells already done")
+        every = cells(cfg)
+        todo = [(s, seed) for s, seed in every if not is_done(cfg, s, seed)]
+        _say(f"{len(every) - len(todo)} of {len(every)} cells already done")
         if max_cells is not None:
             todo = todo[:max_cells]
         if todo:
