@@ -300,3 +300,41 @@ def test_study_cli_errors_are_one_line(tmp_path, capsys):
     assert "no such config file" in capsys.readouterr().err
     assert main(["study", str(tmp_path / "nope.yaml"), "--set", "novalue"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypatch):
+    """OASST1 human-ranked trees as the training domain; cells taken seed by seed."""
+    from fakes import LetterEncoder
+    from rankalign.study import run as study_run
+    from rankalign.study.config import load_study_config
+    from training_tiny import save_tiny
+
+    model = save_tiny(tmp_path / "tiny")
+    cfg_path = tmp_path / "oasst.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "out"), "work_dir": str(tmp_path / "work"), "model": str(model),
+        "data": {"oasst1": str(shared_data / "oasst1" / "en_100_tree.jsonl"), "domain": "oasst1",
+                 "train_lists": 3, "test_lists": 2},
+        "labels": ["algorithm1", "length"],
+        # OASST1 replies carry no votes or dates: SeAdpra ranks them by the semantic attribute
+        "methods": ["base", "dpo_bt", {"name": "seadpra-semantic", "method": "seadpra",
+                                       "train": {"ranking_attributes": "semantic"}}],
+        "seeds": [0, 1],
+        "train": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True},
+        "eval": {"max_new_tokens": 2, "max_length": 48, "max_prompt_length": 24, "bootstrap": 20},
+        "reward_model": {"settings": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True}},
+    }))
+    cfg = load_study_config(cfg_path)
+    calls = []
+    real = study_run.run_cell
+    monkeypatch.setattr(study_run, "run_cell", lambda *a, **k: calls.append((a[1].name, a[2])) or real(*a, **k))
+    study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=4, breadth_first=True)
+    assert calls == [("base", 0), ("dpo_bt", 0), ("seadpra-semantic", 0), ("dpo_bt", 1)]
+    out = tmp_path / "out"
+    labels = json.loads((out / "label_quality.json").read_text())
+    assert set(labels["groups"]) == {"oasst1"}
+    done = json.loads((out / "cells" / "seadpra-semantic" / "seed-0" / "done.json").read_text())
+    assert done["settings"]["train"]["ranking_attributes"] == "semantic"
+    assert {"PrefHit@1", "Reward", "ranking/top1"} <= set(done["metrics"])
+    assert json.loads((out / "study.json").read_text())["split"]["data"]["domain"] == "oasst1"

@@ -28,6 +28,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-cells", type=int, default=None,
                    help="compute at most N unfinished cells this time, then write the report (a slice of a "
                         "long study; run again to continue)")
+    p.add_argument("--breadth-first", action="store_true",
+                   help="take unfinished cells seed by seed (every method's first seed, then the second, ...) "
+                        "instead of method by method, so that a slice covers every method once first")
     p.set_defaults(func=run)
 
 
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     overrides.update({k: v for k, v in (("output_dir", args.output_dir), ("work_dir", args.work_dir))
                       if v is not None})
     cfg = load_study_config(args.config, overrides)
-    out = run_study(cfg, only_labels=args.only_labels, max_cells=args.max_cells)
+    out = run_study(cfg, only_labels=args.only_labels, max_cells=args.max_cells,
+                    breadth_first=args.breadth_first)
     print(f"wrote {out / 'study.md'}, {out / 'study.html'}, {out / 'study.json'}")
     return 0

@@ -396,7 +396,7 @@ def _strip_prompts(path: Path) -> None:
 
 # ---------------------------------------------------------------------- the study
 def run_study(cfg: StudyConfig, *, encoder: Any = None, only_labels: bool = False,
-              max_cells: int | None = None) -> Path:
+              max_cells: int | None = None, breadth_first: bool = False) -> Path:
     """Run (or resume) the study; returns the output folder.
 
     Args:
@@ -406,6 +406,9 @@ def run_study(cfg: StudyConfig, *, encoder: Any = None, only_labels: bool = Fals
         only_labels: stop after the label-quality table.
         max_cells: compute at most this many unfinished cells, then write the report
             (a session-sized slice of a long study).
+        breadth_first: take unfinished cells seed by seed (every method's first seed, then
+            every method's second, ...) instead of method by method, so that a slice
+            covers every method once before any method gets a second seed.
     """
     from rankalign.evaluation.evaluate import make_embed_fn
     from rankalign.ranking.embeddings import load_embedder
@@ -426,6 +429,8 @@ def run_study(cfg: StudyConfig, *, encoder: Any = None, only_labels: bool = Fals
         every = cells(cfg)
         todo = [(s, seed) for s, seed in every if not is_done(cfg, s, seed)]
         _say(f"{len(every) - len(todo)} of {len(every)} cells already done")
+        if breadth_first:
+            todo.sort(key=lambda cell: cfg.seeds.index(cell[1]))  # stable: config order within a seed
         if max_cells is not None:
             todo = todo[:max_cells]
         if todo:
