@@ -177,3 +177,20 @@ def test_model_fingerprint_ignores_the_lora_adapter_only() -> None:
     with torch.no_grad():
         next(p for n, p in peft_model.named_parameters() if "q_proj.base_layer" in n).add_(1.0)
     assert ref_cache.model_fingerprint(peft_model) != lora_fp
+
+
+def test_shared_cache_folder_serves_every_run_on_the_same_data_and_reference(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tok = tiny_tokenizer()
+    shared = tmp_path / "shared"
+    losses, said = [], []
+    for name, n in (("a", 4), ("b", 4), ("c", 3)):  # c: other data, its own file
+        cfg = _config(tmp_path / name, max_steps=2, ref_logps_dir=str(shared))
+        res = train(cfg, _records(n), model=tiny_model(len(tok), seed=3), tokenizer=tok,
+                    ref_model=tiny_model(len(tok), seed=3))
+        losses.append(_losses(res))
+        said.append(capsys.readouterr().out)
+        assert not (tmp_path / name / "ref_logps").exists()
+    assert "computing once" in said[0] and "read from" in said[1] and "computing once" in said[2]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert len(list(shared.glob("*.safetensors"))) == 2

@@ -338,3 +338,5 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
     assert done["settings"]["train"]["ranking_attributes"] == "semantic"
     assert {"PrefHit@1", "Reward", "ranking/top1"} <= set(done["metrics"])
     assert json.loads((out / "study.json").read_text())["split"]["data"]["domain"] == "oasst1"
+    # both DPO-BT seeds start from the same model: one shared reference log-prob cache file
+    assert len(list((tmp_path / "work" / "ref_logps").glob("*.safetensors"))) == 1

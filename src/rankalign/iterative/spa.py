@@ -272,7 +272,7 @@ def run_spa(run: SPARun, *, show_progress: bool = True) -> dict[str, Any]:
 SETTINGS_IGNORED = frozenset({
     "rounds", "bootstrap_rounds", "output_dir", "resume_from_checkpoint", "save_steps", "save_total_limit", "save_strategy",
     "logging_steps", "disable_tqdm", "report_to", "use_cpu", "generation_batch_size", "use_vllm", "judge_data",
-    "dataloader_num_workers",
+    "dataloader_num_workers", "ref_logps_dir",
 })
 
 

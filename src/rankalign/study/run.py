@@ -13,7 +13,8 @@ Layout of ``output_dir`` (small files, committable; no data set text is copied t
 * ``study.md``, ``study.html``, ``study.json``, ``figures/`` (:mod:`.summary`) and
   ``report/`` (the ``rankalign report`` of every finished cell).
 
-Models, checkpoints and the built lists live in ``work_dir`` (large; not committed).
+Models, checkpoints, the built lists and the reference log-prob cache shared by every cell
+(``ref_logps/``) live in ``work_dir`` (large; not committed).
 """
 
 from __future__ import annotations
@@ -324,7 +325,10 @@ def cell_settings(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, A
 def train_config(cfg: StudyConfig, spec: StudyMethod, seed: int, output_dir: Path) -> Any:
     from rankalign.training import load_config
 
-    return load_config(None, {**train_values(cfg, spec, seed), "output_dir": str(output_dir)})
+    # one reference log-prob cache for the whole study: its files are keyed by data + reference
+    # weights, so every reference method and seed on the same lists computes it once
+    return load_config(None, {**train_values(cfg, spec, seed), "output_dir": str(output_dir),
+                              "ref_logps_dir": str(cfg.work / "ref_logps")})
 
 
 def _ranked_copies(records: list[Any], config: Any, phi: list[np.ndarray] | None) -> list[Any]:

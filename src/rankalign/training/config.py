@@ -161,6 +161,10 @@ class ListwiseConfig(ModelTrainingConfig):
     precompute_ref_logps: bool = _f(True, "Reference-model methods: compute the reference log-probs once before "
                                           "training, cache them in output_dir/ref_logps/ and free the reference "
                                           "copy; false: a reference forward every step.", "model")
+    ref_logps_dir: str | None = _f(None, "Folder of that cache, shared between runs: each file is named by its "
+                                         "fingerprint (data, reference weights, tokenisation), so runs on the same "
+                                         "lists and reference compute it once (a study's cells; LoRA seeds); "
+                                         "unset: output_dir/ref_logps/.", "model")
     max_tokens_per_batch: int | None = _f(None, "Fill each micro-batch with lists of similar length up to this many "
                                                 "tokens (the forward's padded size) instead of "
                                                 "per_device_train_batch_size lists; unset: a fixed list count.", "data")

@@ -72,6 +72,11 @@ def cache_path(output_dir: str | os.PathLike[str], split: str) -> Path:
     return Path(output_dir) / FOLDER / f"{split}.safetensors"
 
 
+def shared_path(folder: str | os.PathLike[str], key: str) -> Path:
+    """A cache file in a folder shared by several runs: named by its fingerprint."""
+    return Path(folder) / f"{key}.safetensors"
+
+
 def load(path: Path, key: str, items: Sequence[EncodedList]) -> list[list[float]] | None:
     """The cached values when ``path`` exists, its fingerprint is ``key`` and its shape fits ``items``; else None."""
     from safetensors import SafetensorError, safe_open
@@ -145,10 +150,11 @@ def detach_all(items: Sequence[EncodedList]) -> None:
 
 
 def precompute_reference(trainer: Any, datasets: dict[str, Sequence[EncodedList]], output_dir: str,
-                         settings: dict[str, Any]) -> dict[str, str]:
+                         settings: dict[str, Any], shared_dir: str | None = None) -> dict[str, str]:
     """Attach cached reference log-probs to every list of ``datasets`` (``{split: items}``).
 
-    Reads ``output_dir/ref_logps/<split>.safetensors`` when its fingerprint matches; else
+    Reads ``output_dir/ref_logps/<split>.safetensors`` (with ``shared_dir``:
+    ``shared_dir/<fingerprint>.safetensors``) when its fingerprint matches; else
     computes the values with the trainer's reference (the frozen copy, or the LoRA base with
     the adapter disabled: :meth:`ListwiseTrainer._reference_logps`), each process a share of
     the lists (gathered), and the main process writes the file.
@@ -171,7 +177,7 @@ def precompute_reference(trainer: Any, datasets: dict[str, Sequence[EncodedList]
     for split, items in datasets.items():
         detach_all(items)  # never key or compute on values of an earlier call
         key = fingerprint(items, model_fp, settings)
-        path = cache_path(output_dir, split)
+        path = shared_path(shared_dir, key) if shared_dir else cache_path(output_dir, split)
         values = load(path, key, items)
         if values is not None:
             print(f"reference log-probs of {len(items)} {split} list(s): read from {path}", flush=True)

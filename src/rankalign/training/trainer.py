@@ -520,7 +520,7 @@ def _precompute_reference(trainer: ListwiseTrainer, config: ListwiseConfig, trai
     settings = {"max_length": config.max_length, "max_prompt_length": config.max_prompt_length,
                 "max_list_size": config.max_list_size, "dtype": config.dtype,
                 "prefix_sharing": config.prefix_sharing, "ref_model": config.ref_model}
-    precompute_reference(trainer, splits, config.output_dir or ".", settings)
+    precompute_reference(trainer, splits, config.output_dir or ".", settings, shared_dir=config.ref_logps_dir)
     if not trainer.loss_fn.needs_mismatched and trainer.ref_model is not None:
         trainer.ref_model = None
         gc.collect()
