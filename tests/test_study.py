@@ -202,6 +202,15 @@ def test_config_rule_and_baseline_checks(tmp_path, shared_data):
         load_study_config(cfg)
     text = str(err.value)
     assert "unknown ranking rule 'votez'" in text and "baseline: 'nope'" in text and "more than once" in text
+    cfg.write_text(yaml.safe_dump({"data": {"stackexchange": str(shared_data / "stackexchange")},
+                                   "methods": ["base", "sft", "pro"],
+                                   "comparisons": [["pro", "sft"], ["pro", "dpo"], ["sft"], ["pro", "pro"]]}))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    assert "comparisons[1]: 'dpo' is not among the methods" in text
+    assert "comparisons[2]: expected a pair of method names" in text and "comparisons[3]: compares 'pro' with itself" in text
+    assert "comparisons[0]" not in text
 
 
 # ---------------------------------------------------------------------- smoke study
@@ -320,7 +329,7 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
         # OASST1 replies carry no votes or dates: SeAdpra ranks them by the semantic attribute
         "methods": ["base", "dpo_bt", {"name": "seadpra-semantic", "method": "seadpra",
                                        "train": {"ranking_attributes": "semantic"}}],
-        "seeds": [0, 1],
+        "seeds": [0, 1], "comparisons": [["seadpra-semantic", "dpo_bt"]],
         "train": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True},
         "eval": {"max_new_tokens": 2, "max_length": 48, "max_prompt_length": 24, "bootstrap": 20},
         "reward_model": {"settings": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True}},
@@ -329,7 +338,8 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
     calls = []
     real = study_run.run_cell
     monkeypatch.setattr(study_run, "run_cell", lambda *a, **k: calls.append((a[1].name, a[2])) or real(*a, **k))
-    study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=4, breadth_first=True)
+    study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=4, breadth_first=True,
+                        command="rankalign study oasst.yaml")
     assert calls == [("base", 0), ("dpo_bt", 0), ("seadpra-semantic", 0), ("dpo_bt", 1)]
     out = tmp_path / "out"
     labels = json.loads((out / "label_quality.json").read_text())
@@ -338,5 +348,36 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
     assert done["settings"]["train"]["ranking_attributes"] == "semantic"
     assert {"PrefHit@1", "Reward", "ranking/top1"} <= set(done["metrics"])
     assert json.loads((out / "study.json").read_text())["split"]["data"]["domain"] == "oasst1"
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["command"] == "rankalign study oasst.yaml"
+    h2h = summary["aggregate"]["head_to_head"]["seadpra-semantic - dpo_bt"]["PrefHit@1"]
+    by_hand = _per_list_seed_mean(out, "seadpra-semantic", [0], "PrefHit@1")
+    other = _per_list_seed_mean(out, "dpo_bt", [0, 1], "PrefHit@1")
+    assert h2h["mean"] == pytest.approx(np.mean([by_hand[i] - other[i] for i in by_hand]))
+    md = (out / "study.md").read_text()
+    assert "Head-to-head" in md and "seadpra-semantic - dpo_bt (1 seed, 2 seeds)" in md
+    assert "`rankalign study oasst.yaml`" in md
     # both DPO-BT seeds start from the same model: one shared reference log-prob cache file
     assert len(list((tmp_path / "work" / "ref_logps").glob("*.safetensors"))) == 1
+
+
+def _per_list_seed_mean(out, method, seeds, metric):
+    """A metric per held-out list averaged over seeds, read back from the cells' eval folders."""
+    from rankalign.evaluation.compare import load_run
+
+    runs = [load_run(out / "cells" / method / f"seed-{s}" / "eval").values[metric] for s in seeds]
+    return {i: float(np.mean([r[i] for r in runs])) for i in runs[0]}
+
+
+
+def test_reproduce_command_keeps_what_changes_results_and_drops_the_slice_options():
+    import argparse
+
+    from rankalign.commands.study import register, reproduce_command
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["study", "configs/study/cpu.yaml", "--max-cells", "3", "--breadth-first",
+                              "--set", "train.max_steps=200", "--work-dir", "runs/x y"])
+    assert reproduce_command(args) == ("rankalign study configs/study/cpu.yaml --work-dir 'runs/x y' "
+                                       "--set train.max_steps=200")

@@ -56,6 +56,21 @@ def run(args: argparse.Namespace) -> int:
                       if v is not None})
     cfg = load_study_config(args.config, overrides)
     out = run_study(cfg, only_labels=args.only_labels, max_cells=args.max_cells,
-                    breadth_first=args.breadth_first)
+                    breadth_first=args.breadth_first, command=reproduce_command(args))
     print(f"wrote {out / 'study.md'}, {out / 'study.html'}, {out / 'study.json'}")
     return 0
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    """The command line that reproduces the study's results: the config and every option that
+    changes them (not --max-cells / --breadth-first / --only-labels, which only pick the slice)."""
+    import shlex
+
+    parts = ["rankalign", "study", args.config]
+    for flag, value in (("--output-dir", args.output_dir), ("--work-dir", args.work_dir)):
+        if value is not None:
+            parts += [flag, value]
+    for item in args.set:
+        parts += ["--set", item]
+    return shlex.join(parts)
+

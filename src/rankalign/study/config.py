@@ -122,6 +122,9 @@ class StudyConfig:
     seeds: list[int] = _f([0, 1, 2],  # noqa: RUF009
                            "training seeds of every method (base runs once)")
     baseline: str | None = _f(None, "the method the paired differences are taken against (none: the first)")
+    comparisons: list[list[str]] = _f(  # noqa: RUF009
+        [], "head-to-head paired differences, each [a, b] (a - b per held-out list), e.g. the paper's "
+            "ordering [seadpra, pro] or an ablation against the full method [seadpra-no-pa, seadpra]")
     train: dict[str, Any] = _f({},  # noqa: RUF009
                                "rankalign train keys shared by every cell (max_steps, use_lora, ...)")
     eval: StudyEval = field(default_factory=StudyEval)
@@ -214,6 +217,15 @@ def _problems(cfg: StudyConfig) -> list[str]:
         out.append("methods: empty; list at least one method")
     if cfg.baseline is not None and cfg.baseline not in names:
         out.append(f"baseline: {cfg.baseline!r} is not among the methods {names}")
+    for i, pair in enumerate(cfg.comparisons):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            out.append(f"comparisons[{i}]: expected a pair of method names [a, b], got {pair!r}")
+            continue
+        for x in pair:
+            if x not in names:
+                out.append(f"comparisons[{i}]: {x!r} is not among the methods {names}")
+        if pair[0] == pair[1]:
+            out.append(f"comparisons[{i}]: compares {pair[0]!r} with itself")
     label_names = []
     for i, lab in enumerate(cfg.labels):
         if isinstance(lab, dict):

@@ -400,7 +400,7 @@ def _strip_prompts(path: Path) -> None:
 
 # ---------------------------------------------------------------------- the study
 def run_study(cfg: StudyConfig, *, encoder: Any = None, only_labels: bool = False,
-              max_cells: int | None = None, breadth_first: bool = False) -> Path:
+              max_cells: int | None = None, breadth_first: bool = False, command: str | None = None) -> Path:
     """Run (or resume) the study; returns the output folder.
 
     Args:
@@ -413,6 +413,7 @@ def run_study(cfg: StudyConfig, *, encoder: Any = None, only_labels: bool = Fals
         breadth_first: take unfinished cells seed by seed (every method's first seed, then
             every method's second, ...) instead of method by method, so that a slice
             covers every method once before any method gets a second seed.
+        command: the command line that reproduces the study, for the report.
     """
     from rankalign.evaluation.evaluate import make_embed_fn
     from rankalign.ranking.embeddings import load_embedder
@@ -447,6 +448,6 @@ def run_study(cfg: StudyConfig, *, encoder: Any = None, only_labels: bool = Fals
                 done = run_cell(cfg, spec, seed, train, rm, embed_fn, phi)
                 _say(f"cell {spec.name} seed {seed} done in {time.perf_counter() - t0:.0f} s: "
                      + ", ".join(f"{m} {v:.3f}" for m, v in done["metrics"].items() if isinstance(v, (int, float))))
-    write_summary(cfg, time.perf_counter() - t_start)
+    write_summary(cfg, time.perf_counter() - t_start, command)
     _say(f"wrote {out / 'study.md'} and {out / 'study.html'}")
     return out

@@ -95,9 +95,22 @@ def aggregate(cfg: StudyConfig, collected: dict[str, Any], n_boot: int) -> dict[
                 ids = sorted(set(a) & set(b))
                 if ids:
                     paired[name][m] = paired_difference([a[i] for i in ids], [b[i] for i in ids], n_boot=n_boot)
+    head_to_head: dict[str, Any] = {}
+    for a_name, b_name in cfg.comparisons:
+        a, b = collected.get(a_name), collected.get(b_name)
+        if not (a and b and a["values"] and b["values"]):
+            continue  # a side not computed yet
+        key = f"{a_name} - {b_name}"
+        head_to_head[key] = {}
+        for m in metrics:
+            va, vb = _seed_mean(a["values"], m), _seed_mean(b["values"], m)
+            ids = sorted(set(va) & set(vb))
+            if ids:
+                head_to_head[key][m] = paired_difference([va[i] for i in ids], [vb[i] for i in ids], n_boot=n_boot)
     lists = {m: max((len(v.get(m, {})) for e in collected.values() for v in e["values"]), default=0)
              for m in metrics}
-    return {"metrics": metrics, "baseline": baseline, "methods": table, "paired": paired, "lists": lists}
+    return {"metrics": metrics, "baseline": baseline, "methods": table, "paired": paired,
+            "head_to_head": head_to_head, "lists": lists}
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -118,11 +131,16 @@ def _method_rows(agg: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _paired_rows(agg: dict[str, Any]) -> list[list[str]]:
+def _seeds_label(agg: dict[str, Any], name: str) -> str:
+    n = len(agg["methods"].get(name, {}).get("seeds", []))
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _paired_rows(agg: dict[str, Any], key: str = "paired") -> list[list[str]]:
     rows = []
-    for name, per in agg["paired"].items():
-        n_seeds = len(agg["methods"].get(name, {}).get("seeds", []))
-        cells = [f"{name} ({n_seeds} seed{'s' if n_seeds != 1 else ''})"]
+    for name, per in agg[key].items():
+        sides = name.split(" - ") if key == "head_to_head" else [name]
+        cells = [f"{name} ({', '.join(_seeds_label(agg, x) for x in sides)})"]
         for m in agg["metrics"]:
             d = per.get(m)
             if d is None:
@@ -184,11 +202,12 @@ def _compute_minutes(collected: dict[str, Any], labels: dict[str, Any] | None, r
 
 
 def _setup_rows(cfg: StudyConfig, split: dict[str, Any] | None, rm: dict[str, Any] | None, seconds: float,
-                compute_minutes: float) -> list[list[str]]:
+                compute_minutes: float, command: str | None = None) -> list[list[str]]:
     from rankalign.study.run import TRAIN_DEFAULTS
 
     train = {**TRAIN_DEFAULTS, **cfg.train}
-    rows = [["policy", cfg.model or "SmolLM2-135M-Instruct (offline default)"],
+    rows = [*([["command", f"`{command}`"]] if command else []),
+            ["policy", cfg.model or "SmolLM2-135M-Instruct (offline default)"],
             ["domain", cfg.data.domain],
             ["training", ", ".join(f"{k} {v}" for k, v in train.items())],
             ["evaluation", f"{cfg.eval.metrics}; max_new_tokens {cfg.eval.max_new_tokens}, "
@@ -210,8 +229,10 @@ def _setup_rows(cfg: StudyConfig, split: dict[str, Any] | None, rm: dict[str, An
     return rows
 
 
-def write_summary(cfg: StudyConfig, seconds: float) -> Path:
-    """Write ``study.md``, ``study.html``, ``study.json``, ``figures/`` and ``report/`` into ``output_dir``."""
+def write_summary(cfg: StudyConfig, seconds: float, command: str | None = None) -> Path:
+    """Write ``study.md``, ``study.html``, ``study.json``, ``figures/`` and ``report/`` into ``output_dir``.
+
+    ``command``: the command line that reproduces the study (shown in the setup table)."""
     from rankalign.evaluation.report import write_json, write_text
     from rankalign.outputs import atomic_path, writing
     from rankalign.report.document import Figure, Para, Section, Table, render_html, render_markdown
@@ -223,19 +244,21 @@ def write_summary(cfg: StudyConfig, seconds: float) -> Path:
     collected = collect(cfg) if split else {}
     agg = aggregate(cfg, collected, cfg.eval.bootstrap) if collected else None
     sections = [Section("Setup", [Table(["item", "value"], _setup_rows(cfg, split, rm, seconds,
-                                                                    _compute_minutes(collected, labels, rm)))], "setup")]
+                                                                    _compute_minutes(collected, labels, rm), command))],
+                        "setup")]
     if labels:
         sections += _label_sections(labels)
     png = None
     if agg and agg["metrics"]:
-        sections.append(Section("Methods (mean over seeds ± seed sd)", [
+        methods_section = Section("Methods (mean over seeds ± seed sd)", [
             Para("Held-out lists only. ranking/*: each list ordered by the trained policy's implicit reward "
                  "(reference methods) or mean token log-prob, against the community order. PrefHit@1 / "
                  "PrefRecall@3: the generated answer's nearest human answers against the gold order. Reward: the "
                  "study's reward model on the generated answer. The ranking metrics skip lists whose community order "
                  "is tied (two answers with equal votes, neither accepted), hence fewer lists."),
             Table(["method", "seeds", *[f"{m} ({agg['lists'][m]} lists)" for m in agg["metrics"]]],
-                  _method_rows(agg))], "methods"))
+                  _method_rows(agg))], "methods")
+        sections.append(methods_section)
         if agg["paired"]:
             sections.append(Section(f"Paired differences with {agg['baseline']}", [
                 Para("Per held-out list, averaged over the method's finished seeds, then bootstrapped over lists: "
@@ -243,16 +266,23 @@ def write_summary(cfg: StudyConfig, seconds: float) -> Path:
                      "test lists; the seed-to-seed spread is the ± of the table above and is not in it, so with "
                      "few seeds a * is optimistic."),
                 Table(["method", *agg["metrics"]], _paired_rows(agg))], "paired"))
+        if agg.get("head_to_head"):
+            sections.append(Section("Head-to-head paired differences", [
+                Para("a - b per held-out list (each side averaged over its finished seeds), bootstrapped over the "
+                     "lists both were scored on: mean [95% CI] and sign-flip p-value; * = the interval excludes 0. "
+                     "The pairs are the config's comparisons (the paper's ordering, ablations against the full "
+                     "method); pairs with an unfinished side are left out until it is computed."),
+                Table(["a - b", *agg["metrics"]], _paired_rows(agg, "head_to_head"))], "head-to-head"))
         png = _figure(agg, collected)
         if png:
-            sections[-1].blocks.append(Figure("methods.png", png, "Each method's per-seed means (dots) and their "
+            methods_section.blocks.append(Figure("methods.png", png, "Each method's per-seed means (dots) and their "
                                                                   "mean (bar)."))
         times = [[n, f"{np.mean([t.get('train', 0) for t in e['timings']]):.0f}",
                   f"{np.mean([t.get('eval', 0) for t in e['timings']]):.0f}"]
                  for n, e in collected.items() if e["timings"]]
         sections.append(Section("Wall time per cell (seconds, mean over seeds)",
                                 [Table(["method", "train", "eval"], times)], "times"))
-    data = {"name": cfg.name, "labels": labels, "split": split and {k: v for k, v in split.items()
+    data = {"name": cfg.name, "command": command, "labels": labels, "split": split and {k: v for k, v in split.items()
                                                                      if not k.endswith("_ids")},
             "reward_model": rm, "aggregate": agg}
     with writing(out):
