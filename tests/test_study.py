@@ -353,7 +353,10 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
     h2h = summary["aggregate"]["head_to_head"]["seadpra-semantic - dpo_bt"]["PrefHit@1"]
     by_hand = _per_list_seed_mean(out, "seadpra-semantic", [0], "PrefHit@1")
     other = _per_list_seed_mean(out, "dpo_bt", [0, 1], "PrefHit@1")
-    assert h2h["mean"] == pytest.approx(np.mean([by_hand[i] - other[i] for i in by_hand]))
+    diffs = np.array([by_hand[i] - other[i] for i in by_hand])
+    assert h2h["mean"] == pytest.approx(diffs.mean())
+    if diffs.mean() != 0:
+        assert h2h["lists_needed"] == math.ceil((1.96 * diffs.std(ddof=1) / abs(diffs.mean())) ** 2)
     md = (out / "study.md").read_text()
     assert "Head-to-head" in md and "seadpra-semantic - dpo_bt (1 seed, 2 seeds)" in md
     assert "`rankalign study oasst.yaml`" in md
@@ -381,3 +384,12 @@ def test_reproduce_command_keeps_what_changes_results_and_drops_the_slice_option
                               "--set", "train.max_steps=200", "--work-dir", "runs/x y"])
     assert reproduce_command(args) == ("rankalign study configs/study/cpu.yaml --work-dir 'runs/x y' "
                                        "--set train.max_steps=200")
+
+
+def test_lists_needed_by_hand():
+    from rankalign.study.summary import lists_needed
+
+    d = np.array([0.0, 1.0, 0.0, 1.0])  # mean 0.5, sd 0.5774: (1.96 * 0.5774 / 0.5)^2 = 5.12 -> 6
+    assert lists_needed(d) == {"sd": pytest.approx(0.57735, abs=1e-5), "lists_needed": 6}
+    assert lists_needed(np.array([1.0, -1.0]))["lists_needed"] is None  # no difference observed
+    assert lists_needed(np.array([0.3])) == {"sd": None, "lists_needed": None}

@@ -106,11 +106,28 @@ def aggregate(cfg: StudyConfig, collected: dict[str, Any], n_boot: int) -> dict[
             va, vb = _seed_mean(a["values"], m), _seed_mean(b["values"], m)
             ids = sorted(set(va) & set(vb))
             if ids:
-                head_to_head[key][m] = paired_difference([va[i] for i in ids], [vb[i] for i in ids], n_boot=n_boot)
+                d = np.array([va[i] - vb[i] for i in ids])
+                head_to_head[key][m] = {**paired_difference(d, np.zeros_like(d), n_boot=n_boot),
+                                        **lists_needed(d)}
     lists = {m: max((len(v.get(m, {})) for e in collected.values() for v in e["values"]), default=0)
              for m in metrics}
     return {"metrics": metrics, "baseline": baseline, "methods": table, "paired": paired,
             "head_to_head": head_to_head, "lists": lists}
+
+
+def lists_needed(d: np.ndarray, z: float = 1.96) -> dict[str, Any]:
+    """How many held-out lists a 95% interval needs to exclude 0 if the true difference were the
+    observed mean: ``(z * sd / |mean|)^2`` with ``sd`` the per-list spread of the differences
+    (normal approximation; None when the mean is 0 or there is one list).
+
+    >>> lists_needed(np.array([0.0, 1.0, 0.0, 1.0]))["lists_needed"]
+    6
+    """
+    if d.size < 2:
+        return {"sd": None, "lists_needed": None}
+    sd, mean = float(np.std(d, ddof=1)), float(np.mean(d))
+    need = None if mean == 0 else int(np.ceil((z * sd / abs(mean)) ** 2))
+    return {"sd": sd, "lists_needed": need}
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -127,6 +144,18 @@ def _method_rows(agg: dict[str, Any]) -> list[list[str]]:
                 cells.append("—")
             else:
                 cells.append(_fmt(est["mean"]) + (f" ± {_fmt(est['seed_sd'])}" if est["seed_sd"] is not None else ""))
+        rows.append(cells)
+    return rows
+
+
+def _needed_rows(agg: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, per in agg["head_to_head"].items():
+        cells = [name]
+        for m in agg["metrics"]:
+            d = per.get(m)
+            cells.append("—" if d is None or d.get("lists_needed") is None
+                         else f"{d['lists_needed']:,} (now {d['n']})")
         rows.append(cells)
     return rows
 
@@ -272,7 +301,11 @@ def write_summary(cfg: StudyConfig, seconds: float, command: str | None = None) 
                      "lists both were scored on: mean [95% CI] and sign-flip p-value; * = the interval excludes 0. "
                      "The pairs are the config's comparisons (the paper's ordering, ablations against the full "
                      "method); pairs with an unfinished side are left out until it is computed."),
-                Table(["a - b", *agg["metrics"]], _paired_rows(agg, "head_to_head"))], "head-to-head"))
+                Table(["a - b", *agg["metrics"]], _paired_rows(agg, "head_to_head")),
+                Para("Scale needed: held-out lists a 95% interval would need to exclude 0 if the true difference "
+                     "were the one observed, (1.96 sd / |mean|)^2 with sd the per-list spread of the differences; "
+                     "now: the lists both sides were scored on. '—': no difference observed."),
+                Table(["a - b", *agg["metrics"]], _needed_rows(agg))], "head-to-head"))
         png = _figure(agg, collected)
         if png:
             methods_section.blocks.append(Figure("methods.png", png, "Each method's per-seed means (dots) and their "
