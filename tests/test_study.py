@@ -393,3 +393,4 @@ def test_lists_needed_by_hand():
     assert lists_needed(d) == {"sd": pytest.approx(0.57735, abs=1e-5), "lists_needed": 6}
     assert lists_needed(np.array([1.0, -1.0]))["lists_needed"] is None  # no difference observed
     assert lists_needed(np.array([0.3])) == {"sd": None, "lists_needed": None}
+    assert lists_needed(np.array([0.1, 0.2, -0.3]))["lists_needed"] is None  # mean 0 up to rounding

@@ -118,7 +118,7 @@ def aggregate(cfg: StudyConfig, collected: dict[str, Any], n_boot: int) -> dict[
 def lists_needed(d: np.ndarray, z: float = 1.96) -> dict[str, Any]:
     """How many held-out lists a 95% interval needs to exclude 0 if the true difference were the
     observed mean: ``(z * sd / |mean|)^2`` with ``sd`` the per-list spread of the differences
-    (normal approximation; None when the mean is 0 or there is one list).
+    (normal approximation; None when the mean is 0 — to rounding — or there is one list).
 
     >>> lists_needed(np.array([0.0, 1.0, 0.0, 1.0]))["lists_needed"]
     6
@@ -126,7 +126,7 @@ def lists_needed(d: np.ndarray, z: float = 1.96) -> dict[str, Any]:
     if d.size < 2:
         return {"sd": None, "lists_needed": None}
     sd, mean = float(np.std(d, ddof=1)), float(np.mean(d))
-    need = None if mean == 0 else int(np.ceil((z * sd / abs(mean)) ** 2))
+    need = None if abs(mean) < 1e-9 else int(np.ceil((z * sd / abs(mean)) ** 2))
     return {"sd": sd, "lists_needed": need}
 
 
