@@ -211,6 +211,23 @@ def test_config_rule_and_baseline_checks(tmp_path, shared_data):
     assert "comparisons[1]: 'dpo' is not among the methods" in text
     assert "comparisons[2]: expected a pair of method names" in text and "comparisons[3]: compares 'pro' with itself" in text
     assert "comparisons[0]" not in text
+    cfg.write_text(yaml.safe_dump({"data": {"stackexchange": str(shared_data / "stackexchange")},
+                                   "methods": ["base", "sft", "seadpra"],
+                                   "sweeps": [{"key": "seadpra_alpha", "methods": ["base", "seadpra"]},
+                                              {"key": "max_list_size", "methods": ["sft", "nope"]},
+                                              {"key": "beta"}]}))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    assert "sweeps[1]: 'nope' is not among the methods" in text and "sweeps[2]: expected {key: NAME" in text
+    cfg.write_text(yaml.safe_dump({"data": {"stackexchange": str(shared_data / "stackexchange")},
+                                   "methods": ["base", "sft", "seadpra"],
+                                   "sweeps": [{"key": "seadpra_alpha", "methods": ["base", "sft", "seadpra"]}]}))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    assert "'seadpra_alpha' is neither a training key nor a hyper-parameter of 'base' (base trains nothing)" in text
+    assert "hyper-parameter of 'sft'" in text and "of 'seadpra'" not in text
 
 
 # ---------------------------------------------------------------------- smoke study
@@ -328,8 +345,10 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
         "labels": ["algorithm1", "length"],
         # OASST1 replies carry no votes or dates: SeAdpra ranks them by the semantic attribute
         "methods": ["base", "dpo_bt", {"name": "seadpra-semantic", "method": "seadpra",
-                                       "train": {"ranking_attributes": "semantic"}}],
+                                       "train": {"ranking_attributes": "semantic"}},
+                    {"name": "dpo_bt-beta-1", "method": "dpo_bt", "hparams": {"beta": 1.0}}],
         "seeds": [0, 1], "comparisons": [["seadpra-semantic", "dpo_bt"]],
+        "sweeps": [{"key": "beta", "methods": ["dpo_bt", "dpo_bt-beta-1"]}],
         "train": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True},
         "eval": {"max_new_tokens": 2, "max_length": 48, "max_prompt_length": 24, "bootstrap": 20},
         "reward_model": {"settings": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True}},
@@ -340,7 +359,7 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
     monkeypatch.setattr(study_run, "run_cell", lambda *a, **k: calls.append((a[1].name, a[2])) or real(*a, **k))
     study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=4, breadth_first=True,
                         command="rankalign study oasst.yaml")
-    assert calls == [("base", 0), ("dpo_bt", 0), ("seadpra-semantic", 0), ("dpo_bt", 1)]
+    assert calls == [("base", 0), ("dpo_bt", 0), ("seadpra-semantic", 0), ("dpo_bt-beta-1", 0)]
     out = tmp_path / "out"
     labels = json.loads((out / "label_quality.json").read_text())
     assert set(labels["groups"]) == {"oasst1"}
@@ -350,6 +369,15 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
     assert json.loads((out / "study.json").read_text())["split"]["data"]["domain"] == "oasst1"
     summary = json.loads((out / "study.json").read_text())
     assert summary["command"] == "rankalign study oasst.yaml"
+    # the sweep: beta read from the default (0.1) and from the method's hparams
+    from rankalign.losses.dpo import DPOBTParams
+
+    assert summary["aggregate"]["sweeps"] == [{"key": "beta", "points": [
+        {"method": "dpo_bt", "value": DPOBTParams().beta}, {"method": "dpo_bt-beta-1", "value": 1.0}]}]
+    assert (out / "figures" / "sweeps.png").stat().st_size > 1000 and "## Sweeps" in (out / "study.md").read_text()
+    study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=1, breadth_first=True,
+                        command="rankalign study oasst.yaml")  # dpo_bt seed 1
+    summary = json.loads((out / "study.json").read_text())
     h2h = summary["aggregate"]["head_to_head"]["seadpra-semantic - dpo_bt"]["PrefHit@1"]
     by_hand = _per_list_seed_mean(out, "seadpra-semantic", [0], "PrefHit@1")
     other = _per_list_seed_mean(out, "dpo_bt", [0, 1], "PrefHit@1")

@@ -122,6 +122,10 @@ class StudyConfig:
     seeds: list[int] = _f([0, 1, 2],  # noqa: RUF009
                            "training seeds of every method (base runs once)")
     baseline: str | None = _f(None, "the method the paired differences are taken against (none: the first)")
+    sweeps: list[dict[str, Any]] = _f(  # noqa: RUF009
+        [], "one-setting sweeps, each {key, methods}: the methods differ in that training key or "
+            "hyper-parameter (e.g. {key: seadpra_alpha, methods: [seadpra-no-pa, seadpra, seadpra-alpha-1]}); "
+            "the report plots each metric against the key's value")
     comparisons: list[list[str]] = _f(  # noqa: RUF009
         [], "head-to-head paired differences, each [a, b] (a - b per held-out list), e.g. the paper's "
             "ordering [seadpra, pro] or an ablation against the full method [seadpra-no-pa, seadpra]")
@@ -217,6 +221,14 @@ def _problems(cfg: StudyConfig) -> list[str]:
         out.append("methods: empty; list at least one method")
     if cfg.baseline is not None and cfg.baseline not in names:
         out.append(f"baseline: {cfg.baseline!r} is not among the methods {names}")
+    for i, sweep in enumerate(cfg.sweeps):
+        if not (isinstance(sweep, dict) and set(sweep) == {"key", "methods"} and isinstance(sweep["key"], str)
+                and isinstance(sweep["methods"], list) and len(sweep["methods"]) >= 2):
+            out.append(f"sweeps[{i}]: expected {{key: NAME, methods: [two or more method names]}}, got {sweep!r}")
+            continue
+        for x in sweep["methods"]:
+            if x not in names:
+                out.append(f"sweeps[{i}]: {x!r} is not among the methods {names}")
     for i, pair in enumerate(cfg.comparisons):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
             out.append(f"comparisons[{i}]: expected a pair of method names [a, b], got {pair!r}")
@@ -267,6 +279,16 @@ def _run_config_problems(cfg: StudyConfig) -> list[str]:
             load_config(None, {**train_values(cfg, spec, cfg.seeds[0]), "output_dir": str(cfg.work / "check")})
         except ConfigError as exc:
             out += [f"methods ({spec.name}): {p}" for p in exc.problems]
+    from rankalign.study.run import setting_value
+
+    specs = {m.name: m for m in cfg.method_specs()}
+    for i, sweep in enumerate(cfg.sweeps):
+        for name in sweep["methods"]:
+            try:
+                setting_value(cfg, specs[name], sweep["key"])
+            except KeyError:
+                out.append(f"sweeps[{i}]: {sweep['key']!r} is neither a training key nor a hyper-parameter of "
+                           f"{name!r}" + (" (base trains nothing)" if specs[name].is_base else ""))
     if "reward" in cfg.eval.metrics and not cfg.reward_model.path:
         from rankalign.reward.config import load_reward_config
 

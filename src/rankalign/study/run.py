@@ -310,6 +310,32 @@ def train_values(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, An
     return values
 
 
+def setting_value(cfg: StudyConfig, spec: StudyMethod, key: str) -> Any:
+    """The value a method trains with for a ``rankalign train`` key or one of its loss's
+    hyper-parameters: the one the study gives, else the default.
+
+    Raises:
+        KeyError: ``key`` is neither (or ``spec`` is ``base``, which trains nothing).
+    """
+    import dataclasses
+
+    from rankalign.losses.registry import get_loss_class
+    from rankalign.training.config import ListwiseConfig
+
+    if spec.is_base:
+        raise KeyError(key)
+    values = train_values(cfg, spec, cfg.seeds[0])
+    if key in values:
+        return values[key]
+    for cls in (ListwiseConfig, get_loss_class(spec.method).hyperparams):
+        for f in dataclasses.fields(cls):
+            if f.name == key and f.default is not dataclasses.MISSING:
+                return f.default
+            if f.name == key and f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    raise KeyError(key)
+
+
 def cell_settings(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, Any]:
     """What a cell's result depends on (stored in its ``done.json``, compared on resume)."""
     from dataclasses import asdict

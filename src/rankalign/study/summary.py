@@ -204,6 +204,68 @@ def _figure(agg: dict[str, Any], collected: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
+def sweep_points(cfg: StudyConfig, agg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each sweep of the config: its key and, per method in order of the key's value, the value
+    and the method's row of the method table (finished seeds only)."""
+    from rankalign.study.run import setting_value
+
+    specs = {m.name: m for m in cfg.method_specs()}
+    out = []
+    for sweep in cfg.sweeps:
+        points = [{"method": n, "value": setting_value(cfg, specs[n], sweep["key"]), "row": agg["methods"].get(n)}
+                  for n in sweep["methods"]]
+        try:
+            points.sort(key=lambda p: p["value"])
+        except TypeError:  # values of mixed kinds: keep the config's order
+            pass
+        out.append({"key": sweep["key"], "points": points})
+    return out
+
+
+def _sweep_figure(sweeps: list[dict[str, Any]], collected: dict[str, Any], metrics: list[str]) -> bytes | None:
+    """One row per sweep, one panel per metric: per-seed values (dots) and their mean (line)
+    against the swept value (evenly spaced, labelled)."""
+    from rankalign.report.plots import _png, _pyplot
+
+    if not sweeps or not metrics:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(sweeps), len(metrics), figsize=(2.9 * len(metrics), 2.7 * len(sweeps)),
+                             squeeze=False)
+    for row, sweep in zip(axes, sweeps):
+        for ax, m in zip(row, metrics):
+            xs, means = [], []
+            for k, p in enumerate(sweep["points"]):
+                vals = [ps[m] for ps in collected.get(p["method"], {}).get("per_seed", []) if m in ps]
+                if vals:
+                    ax.scatter([k] * len(vals), vals, color="#08519c", s=12, zorder=3)
+                    xs.append(k)
+                    means.append(float(np.mean(vals)))
+            ax.plot(xs, means, color="#3182bd", marker="_", markersize=14)
+            ax.set_xticks(range(len(sweep["points"])))
+            ax.set_xlim(-0.5, len(sweep["points"]) - 0.5)
+            ax.set_xticklabels([f"{p['value']:g}" if isinstance(p["value"], (int, float)) else str(p["value"])
+                                for p in sweep["points"]], fontsize=8)
+            ax.set_xlabel(sweep["key"], fontsize=8)
+            ax.set_title(m, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _sweep_rows(sweeps: list[dict[str, Any]], metrics: list[str]) -> list[list[str]]:
+    rows = []
+    for sweep in sweeps:
+        for p in sweep["points"]:
+            r = p["row"] or {"seeds": [], "pending": []}
+            cells = [f"{sweep['key']} = {p['value']}", p["method"], str(len(r["seeds"]))]
+            for m in metrics:
+                est = r.get(m)
+                cells.append("—" if est is None else _fmt(est["mean"]) + (
+                    f" ± {_fmt(est['seed_sd'])}" if est["seed_sd"] is not None else ""))
+            rows.append(cells)
+    return rows
+
+
 def _label_sections(labels: dict[str, Any]) -> list[Any]:
     from rankalign.report.document import Para, Section, Table
     from rankalign.study.labels import label_tables
@@ -277,7 +339,7 @@ def write_summary(cfg: StudyConfig, seconds: float, command: str | None = None) 
                         "setup")]
     if labels:
         sections += _label_sections(labels)
-    png = None
+    png = sweep_png = None
     if agg and agg["metrics"]:
         methods_section = Section("Methods (mean over seeds ± seed sd)", [
             Para("Held-out lists only. ranking/*: each list ordered by the trained policy's implicit reward "
@@ -306,6 +368,19 @@ def write_summary(cfg: StudyConfig, seconds: float, command: str | None = None) 
                      "were the one observed, (1.96 sd / |mean|)^2 with sd the per-list spread of the differences; "
                      "now: the lists both sides were scored on. '—': no difference observed."),
                 Table(["a - b", *agg["metrics"]], _needed_rows(agg))], "head-to-head"))
+        sweeps = sweep_points(cfg, agg)
+        sweep_png = _sweep_figure(sweeps, collected, agg["metrics"])
+        if sweeps:
+            agg["sweeps"] = [{"key": sw["key"], "points": [{"method": p["method"], "value": p["value"]}
+                                                          for p in sw["points"]]} for sw in sweeps]
+            blocks: list[Any] = [
+                Para("Each sweep's methods differ in one training key or hyper-parameter (its value: the one the "
+                     "study gives, else the default); mean over seeds ± seed sd, held-out lists."),
+                Table(["setting", "method", "seeds", *agg["metrics"]], _sweep_rows(sweeps, agg["metrics"]))]
+            if sweep_png:
+                blocks.append(Figure("sweeps.png", sweep_png, "Each metric against the swept setting: per-seed "
+                                                              "values (dots) and their mean (line)."))
+            sections.append(Section("Sweeps", blocks, "sweeps"))
         png = _figure(agg, collected)
         if png:
             methods_section.blocks.append(Figure("methods.png", png, "Each method's per-seed means (dots) and their "
@@ -319,9 +394,10 @@ def write_summary(cfg: StudyConfig, seconds: float, command: str | None = None) 
                                                                      if not k.endswith("_ids")},
             "reward_model": rm, "aggregate": agg}
     with writing(out):
-        if png:
-            with atomic_path(out / "figures" / "methods.png") as tmp:
-                tmp.write_bytes(png)
+        for name, data_png in (("methods.png", png), ("sweeps.png", sweep_png)):
+            if data_png:
+                with atomic_path(out / "figures" / name) as tmp:
+                    tmp.write_bytes(data_png)
         write_json(data, out / "study.json")
         write_text(render_markdown(cfg.name, sections), out / "study.md")
         write_text(render_html(cfg.name, sections), out / "study.html")
