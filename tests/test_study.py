@@ -231,31 +231,39 @@ def test_config_rule_and_baseline_checks(tmp_path, shared_data):
 
 
 # ---------------------------------------------------------------------- smoke study
+TINY_BUDGET = {
+    "train": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True},
+    "reward_model": {"settings": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True}},
+}
+
+
+def _tiny_study(tmp_path, monkeypatch, stem, with_seed=False, **values):
+    """A study YAML on a tiny random model (the tiny budget + ``values``), its loaded config,
+    and the list of cells ``run_cell`` is called for (names, or (name, seed) pairs)."""
+    from rankalign.study import run as study_run
+    from rankalign.study.config import load_study_config
+    from training_tiny import save_tiny
+
+    path = tmp_path / f"{stem}.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "work_dir": str(tmp_path / "work"),
+                                    "model": str(save_tiny(tmp_path / "tiny")), **TINY_BUDGET, **values}))
+    calls = []
+    real = study_run.run_cell
+    monkeypatch.setattr(study_run, "run_cell",
+                        lambda *a, **k: calls.append((a[1].name, a[2]) if with_seed else a[1].name) or real(*a, **k))
+    return path, load_study_config(path), calls
 @pytest.mark.usefixtures("one_torch_thread")
 def test_smoke_study_runs_and_resumes_without_recomputing(tmp_path, shared_data, monkeypatch):
     from fakes import LetterEncoder
     from rankalign.study import run as study_run
     from rankalign.study.config import load_study_config
-    from training_tiny import save_tiny
 
-    model = save_tiny(tmp_path / "tiny")
-    cfg_path = tmp_path / "smoke.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "name": "smoke", "output_dir": str(tmp_path / "out"), "work_dir": str(tmp_path / "work"),
-        "model": str(model),
-        "data": {"stackexchange": str(shared_data / "stackexchange"), "sites": ["coffee"], "train_lists": 4,
-                 "test_lists": 3, "oasst1": str(shared_data / "oasst1" / "en_100_tree.jsonl")},
-        "labels": ["algorithm1", "popularity", "length", "random"],
-        "methods": ["base", "sft", {"name": "seadpra-votes", "method": "seadpra", "train": {"ranking_rule": "votes"}}],
-        "seeds": [0, 1],
-        "train": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True},
-        "eval": {"max_new_tokens": 3, "max_length": 48, "max_prompt_length": 24, "bootstrap": 50},
-        "reward_model": {"settings": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True}},
-    }))
-    cfg = load_study_config(cfg_path)
-    calls = []
-    real = study_run.run_cell
-    monkeypatch.setattr(study_run, "run_cell", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    cfg_path, cfg, calls = _tiny_study(tmp_path, monkeypatch, "smoke", name="smoke", data={
+        "stackexchange": str(shared_data / "stackexchange"), "sites": ["coffee"], "train_lists": 4,
+        "test_lists": 3, "oasst1": str(shared_data / "oasst1" / "en_100_tree.jsonl")},
+        labels=["algorithm1", "popularity", "length", "random"],
+        methods=["base", "sft", {"name": "seadpra-votes", "method": "seadpra", "train": {"ranking_rule": "votes"}}],
+        seeds=[0, 1], eval={"max_new_tokens": 3, "max_length": 48, "max_prompt_length": 24, "bootstrap": 50})
     study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=3)
     out = tmp_path / "out"
     assert calls == ["base", "sft", "sft"]
@@ -333,30 +341,19 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
     """OASST1 human-ranked trees as the training domain; cells taken seed by seed."""
     from fakes import LetterEncoder
     from rankalign.study import run as study_run
-    from rankalign.study.config import load_study_config
-    from training_tiny import save_tiny
 
-    model = save_tiny(tmp_path / "tiny")
-    cfg_path = tmp_path / "oasst.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / "out"), "work_dir": str(tmp_path / "work"), "model": str(model),
-        "data": {"oasst1": str(shared_data / "oasst1" / "en_100_tree.jsonl"), "domain": "oasst1",
-                 "train_lists": 3, "test_lists": 2},
-        "labels": ["algorithm1", "length"],
+    _, cfg, calls = _tiny_study(
+        tmp_path, monkeypatch, "oasst", with_seed=True,
+        data={"oasst1": str(shared_data / "oasst1" / "en_100_tree.jsonl"), "domain": "oasst1",
+              "train_lists": 3, "test_lists": 2},
+        labels=["algorithm1", "length"],
         # OASST1 replies carry no votes or dates: SeAdpra ranks them by the semantic attribute
-        "methods": ["base", "dpo_bt", {"name": "seadpra-semantic", "method": "seadpra",
-                                       "train": {"ranking_attributes": "semantic"}},
-                    {"name": "dpo_bt-beta-1", "method": "dpo_bt", "hparams": {"beta": 1.0}}],
-        "seeds": [0, 1], "comparisons": [["seadpra-semantic", "dpo_bt"]],
-        "sweeps": [{"key": "beta", "methods": ["dpo_bt", "dpo_bt-beta-1"]}],
-        "train": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True},
-        "eval": {"max_new_tokens": 2, "max_length": 48, "max_prompt_length": 24, "bootstrap": 20},
-        "reward_model": {"settings": {"max_steps": 1, "max_length": 48, "max_prompt_length": 24, "use_cpu": True}},
-    }))
-    cfg = load_study_config(cfg_path)
-    calls = []
-    real = study_run.run_cell
-    monkeypatch.setattr(study_run, "run_cell", lambda *a, **k: calls.append((a[1].name, a[2])) or real(*a, **k))
+        methods=["base", "dpo_bt", {"name": "seadpra-semantic", "method": "seadpra",
+                                    "train": {"ranking_attributes": "semantic"}},
+                 {"name": "dpo_bt-beta-1", "method": "dpo_bt", "hparams": {"beta": 1.0}}],
+        seeds=[0, 1], comparisons=[["seadpra-semantic", "dpo_bt"]],
+        sweeps=[{"key": "beta", "methods": ["dpo_bt", "dpo_bt-beta-1"]}],
+        eval={"max_new_tokens": 2, "max_length": 48, "max_prompt_length": 24, "bootstrap": 20})
     study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=4, breadth_first=True,
                         command="rankalign study oasst.yaml")
     assert calls == [("base", 0), ("dpo_bt", 0), ("seadpra-semantic", 0), ("dpo_bt-beta-1", 0)]
