@@ -226,8 +226,25 @@ def test_config_rule_and_baseline_checks(tmp_path, shared_data):
     with pytest.raises(ConfigError) as err:
         load_study_config(cfg)
     text = str(err.value)
-    assert "'seadpra_alpha' is neither a training key nor a hyper-parameter of 'base' (base trains nothing)" in text
-    assert "hyper-parameter of 'sft'" in text and "of 'seadpra'" not in text
+    assert "'base' trains nothing" in text and "'seadpra_alpha' is neither a training key nor a hyper-parameter of 'sft'" in text
+    assert "of 'seadpra'" not in text
+    # a sweep varies one setting, with distinct values; the study owns ref_logps_dir
+    cfg.write_text(yaml.safe_dump({
+        "data": {"stackexchange": str(shared_data / "stackexchange")}, "train": {"ref-logps-dir": "x"},
+        "methods": ["seadpra", {"name": "a", "method": "seadpra", "hparams": {"seadpra-alpha": "1e-2"}},
+                    {"name": "b", "method": "seadpra", "hparams": {"seadpra_alpha": 1.0}, "train": {"max_list_size": 3}}],
+        "sweeps": [{"key": "seadpra_alpha", "methods": ["seadpra", "a"]},
+                   {"key": "seadpra_alpha", "methods": ["seadpra", "b"]}]}))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    assert "ref_logps_dir is set by the study" in text
+    cfg.write_text(cfg.read_text().replace("ref-logps-dir: x", "max_steps: 2"))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    assert "sweeps[0]: 'seadpra' and 'a' both run with seadpra_alpha = 0.01" in text
+    assert "sweeps[1]: 'b' differs from 'seadpra' in max_list_size besides seadpra_alpha" in text
 
 
 # ---------------------------------------------------------------------- smoke study
@@ -337,10 +354,12 @@ def test_study_cli_errors_are_one_line(tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypatch):
-    """OASST1 human-ranked trees as the training domain; cells taken seed by seed."""
+def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypatch, capsys):
+    """OASST1 human-ranked trees as the training domain; cells taken seed by seed; sweeps,
+    head-to-head comparisons, one reference log-prob cache for every cell."""
     from fakes import LetterEncoder
     from rankalign.study import run as study_run
+    from rankalign.study.summary import lists_needed
 
     _, cfg, calls = _tiny_study(
         tmp_path, monkeypatch, "oasst", with_seed=True,
@@ -350,13 +369,16 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
         # OASST1 replies carry no votes or dates: SeAdpra ranks them by the semantic attribute
         methods=["base", "dpo_bt", {"name": "seadpra-semantic", "method": "seadpra",
                                     "train": {"ranking_attributes": "semantic"}},
-                 {"name": "dpo_bt-beta-1", "method": "dpo_bt", "hparams": {"beta": 1.0}}],
+                 {"name": "dpo_bt-beta-1", "method": "dpo_bt", "hparams": {"beta": "1e0"}}],
         seeds=[0, 1], comparisons=[["seadpra-semantic", "dpo_bt"]],
-        sweeps=[{"key": "beta", "methods": ["dpo_bt", "dpo_bt-beta-1"]}],
+        sweeps=[{"key": "beta", "methods": ["dpo_bt-beta-1", "dpo_bt"]}],  # sorted by value in the report
         eval={"max_new_tokens": 2, "max_length": 48, "max_prompt_length": 24, "bootstrap": 20})
     study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=4, breadth_first=True,
                         command="rankalign study oasst.yaml")
     assert calls == [("base", 0), ("dpo_bt", 0), ("seadpra-semantic", 0), ("dpo_bt-beta-1", 0)]
+    said = capsys.readouterr().out  # both DPO-BT cells start from the same model: one cache, computed once
+    assert said.count("reference log-probs of 3 train list(s): computing once") == 1
+    assert said.count("reference log-probs of 3 train list(s): read from") == 1
     out = tmp_path / "out"
     labels = json.loads((out / "label_quality.json").read_text())
     assert set(labels["groups"]) == {"oasst1"}
@@ -372,20 +394,19 @@ def test_oasst1_domain_study_runs_breadth_first(tmp_path, shared_data, monkeypat
     assert summary["aggregate"]["sweeps"] == [{"key": "beta", "points": [
         {"method": "dpo_bt", "value": DPOBTParams().beta}, {"method": "dpo_bt-beta-1", "value": 1.0}]}]
     assert (out / "figures" / "sweeps.png").stat().st_size > 1000 and "## Sweeps" in (out / "study.md").read_text()
-    study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=1, breadth_first=True,
-                        command="rankalign study oasst.yaml")  # dpo_bt seed 1
+    study_run.run_study(cfg, encoder=LetterEncoder(), max_cells=1, breadth_first=True)  # dpo_bt seed 1
     summary = json.loads((out / "study.json").read_text())
+    assert summary["command"] == "rankalign study oasst.yaml"  # kept from the run that recorded it
     h2h = summary["aggregate"]["head_to_head"]["seadpra-semantic - dpo_bt"]["PrefHit@1"]
     by_hand = _per_list_seed_mean(out, "seadpra-semantic", [0], "PrefHit@1")
     other = _per_list_seed_mean(out, "dpo_bt", [0, 1], "PrefHit@1")
     diffs = np.array([by_hand[i] - other[i] for i in by_hand])
-    assert h2h["mean"] == pytest.approx(diffs.mean())
-    if diffs.mean() != 0:
-        assert h2h["lists_needed"] == math.ceil((1.96 * diffs.std(ddof=1) / abs(diffs.mean())) ** 2)
+    assert h2h["mean"] == pytest.approx(diffs.mean()) and h2h["n"] == len(diffs)
+    assert h2h["lists_needed"] == lists_needed(diffs)["lists_needed"]  # by hand: test_lists_needed_by_hand
     md = (out / "study.md").read_text()
     assert "Head-to-head" in md and "seadpra-semantic - dpo_bt (1 seed, 2 seeds)" in md
     assert "`rankalign study oasst.yaml`" in md
-    # both DPO-BT seeds start from the same model: one shared reference log-prob cache file
+    assert "read from" in capsys.readouterr().out  # seed 1 too
     assert len(list((tmp_path / "work" / "ref_logps").glob("*.safetensors"))) == 1
 
 
@@ -414,8 +435,9 @@ def test_reproduce_command_keeps_what_changes_results_and_drops_the_slice_option
 def test_lists_needed_by_hand():
     from rankalign.study.summary import lists_needed
 
-    d = np.array([0.0, 1.0, 0.0, 1.0])  # mean 0.5, sd 0.5774: (1.96 * 0.5774 / 0.5)^2 = 5.12 -> 6
-    assert lists_needed(d) == {"sd": pytest.approx(0.57735, abs=1e-5), "lists_needed": 6}
+    d = np.array([0.0, 1.0, 0.0, 1.0])  # mean 0.5, sd 0.5774: ((1.96 + 0.8416) * 0.5774 / 0.5)^2 = 10.47 -> 11
+    assert lists_needed(d) == {"sd": pytest.approx(0.57735, abs=1e-5), "lists_needed": 11}
+    assert lists_needed(np.array([0.2, 0.2, 0.2]))["lists_needed"] == 2  # no spread: still 2 lists
     assert lists_needed(np.array([1.0, -1.0]))["lists_needed"] is None  # no difference observed
     assert lists_needed(np.array([0.3])) == {"sd": None, "lists_needed": None}
     assert lists_needed(np.array([0.1, 0.2, -0.3]))["lists_needed"] is None  # mean 0 up to rounding

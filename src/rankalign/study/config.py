@@ -221,6 +221,10 @@ def _problems(cfg: StudyConfig) -> list[str]:
         out.append("methods: empty; list at least one method")
     if cfg.baseline is not None and cfg.baseline not in names:
         out.append(f"baseline: {cfg.baseline!r} is not among the methods {names}")
+    for where, train in [("train", cfg.train), *((f"methods ({m.name}): train", m.train) for m in cfg.method_specs())]:
+        if any(str(k).replace("-", "_") == "ref_logps_dir" for k in train):
+            out.append(f"{where}: ref_logps_dir is set by the study (work_dir/ref_logps, shared by every cell); "
+                       f"remove it")
     for i, sweep in enumerate(cfg.sweeps):
         if not (isinstance(sweep, dict) and set(sweep) == {"key", "methods"} and isinstance(sweep["key"], str)
                 and isinstance(sweep["methods"], list) and len(sweep["methods"]) >= 2):
@@ -265,30 +269,56 @@ def _problems(cfg: StudyConfig) -> list[str]:
     return out
 
 
+def _sweep_problems(cfg: StudyConfig) -> list[str]:
+    """A sweep's methods must run with distinct values of its key and agree on everything else
+    (else the sweep confounds the key with another setting)."""
+    from rankalign.study.run import effective_settings
+
+    specs = {m.name: m for m in cfg.method_specs()}
+    out = []
+    for i, sweep in enumerate(cfg.sweeps):
+        key = sweep["key"].replace("-", "_")
+        settings = {}
+        for name in sweep["methods"]:
+            if specs[name].is_base:
+                out.append(f"sweeps[{i}]: {name!r} trains nothing; a sweep's methods are trained ones")
+                continue
+            settings[name] = effective_settings(cfg, specs[name])
+            if key not in settings[name]:
+                out.append(f"sweeps[{i}]: {sweep['key']!r} is neither a training key nor a hyper-parameter of {name!r}")
+                settings.pop(name)
+        if len(settings) < len(sweep["methods"]):
+            continue
+        seen: dict[str, str] = {}
+        for name, values in settings.items():
+            value = repr(values[key])
+            if value in seen:
+                out.append(f"sweeps[{i}]: {seen[value]!r} and {name!r} both run with {key} = {values[key]!r}")
+            seen.setdefault(value, name)
+        first, ref = next(iter(settings.items()))
+        for name, values in settings.items():
+            other = sorted(k for k in set(values) | set(ref) if k != key and values.get(k) != ref.get(k))
+            if other:
+                out.append(f"sweeps[{i}]: {name!r} differs from {first!r} in {', '.join(other)} besides {key}; "
+                           f"a sweep varies one setting")
+    return out
+
+
 def _run_config_problems(cfg: StudyConfig) -> list[str]:
     """Every cell's training config and the reward model's, built now: a typo in ``train``,
     ``hparams`` or ``reward_model.settings`` is reported before hours of work, not when its cell runs."""
-    from rankalign.study.run import reward_settings, train_values
-    from rankalign.training import load_config
+    from rankalign.study.run import reward_settings, train_config
 
     out = []
     for spec in cfg.method_specs():
         if spec.is_base:
             continue
         try:
-            load_config(None, {**train_values(cfg, spec, cfg.seeds[0]), "output_dir": str(cfg.work / "check")})
+            train_config(cfg, spec, cfg.seeds[0], cfg.work / "check")
         except ConfigError as exc:
             out += [f"methods ({spec.name}): {p}" for p in exc.problems]
-    from rankalign.study.run import setting_value
-
-    specs = {m.name: m for m in cfg.method_specs()}
-    for i, sweep in enumerate(cfg.sweeps):
-        for name in sweep["methods"]:
-            try:
-                setting_value(cfg, specs[name], sweep["key"])
-            except KeyError:
-                out.append(f"sweeps[{i}]: {sweep['key']!r} is neither a training key nor a hyper-parameter of "
-                           f"{name!r}" + (" (base trains nothing)" if specs[name].is_base else ""))
+    if not out:
+        out += _sweep_problems(cfg)
     if "reward" in cfg.eval.metrics and not cfg.reward_model.path:
         from rankalign.reward.config import load_reward_config
 

@@ -310,30 +310,39 @@ def train_values(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, An
     return values
 
 
+#: training keys that differ between the cells of one method without changing what it trains
+_PER_CELL = frozenset({"hparams", "seed", "data_seed", "output_dir", "logging_dir", "ref_logps_dir"})
+
+
+def effective_settings(cfg: StudyConfig, spec: StudyMethod) -> dict[str, Any]:
+    """Every ``rankalign train`` key and loss hyper-parameter a (trained) method runs with, as
+    training reads them (``max-list-size`` = ``max_list_size``, ``"1e-2"`` = 0.01; defaults
+    filled in), the seed and output folders aside."""
+    import dataclasses
+
+    from rankalign.losses.registry import get_loss_class
+
+    config = train_config(cfg, spec, cfg.seeds[0], cfg.work / "check")
+    out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _PER_CELL}
+    for f in dataclasses.fields(get_loss_class(spec.method).hyperparams):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    out.update(config.hparams)
+    return out
+
+
 def setting_value(cfg: StudyConfig, spec: StudyMethod, key: str) -> Any:
     """The value a method trains with for a ``rankalign train`` key or one of its loss's
-    hyper-parameters: the one the study gives, else the default.
+    hyper-parameters (:func:`effective_settings`).
 
     Raises:
         KeyError: ``key`` is neither (or ``spec`` is ``base``, which trains nothing).
     """
-    import dataclasses
-
-    from rankalign.losses.registry import get_loss_class
-    from rankalign.training.config import ListwiseConfig
-
     if spec.is_base:
         raise KeyError(key)
-    values = train_values(cfg, spec, cfg.seeds[0])
-    if key in values:
-        return values[key]
-    for cls in (ListwiseConfig, get_loss_class(spec.method).hyperparams):
-        for f in dataclasses.fields(cls):
-            if f.name == key and f.default is not dataclasses.MISSING:
-                return f.default
-            if f.name == key and f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
-    raise KeyError(key)
+    return effective_settings(cfg, spec)[key.replace("-", "_")]
 
 
 def cell_settings(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, Any]:

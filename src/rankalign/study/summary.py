@@ -115,18 +115,20 @@ def aggregate(cfg: StudyConfig, collected: dict[str, Any], n_boot: int) -> dict[
             "head_to_head": head_to_head, "lists": lists}
 
 
-def lists_needed(d: np.ndarray, z: float = 1.96) -> dict[str, Any]:
-    """How many held-out lists a 95% interval needs to exclude 0 if the true difference were the
-    observed mean: ``(z * sd / |mean|)^2`` with ``sd`` the per-list spread of the differences
-    (normal approximation; None when the mean is 0 — to rounding — or there is one list).
+def lists_needed(d: np.ndarray, z: float = 1.96, z_power: float = 0.8416) -> dict[str, Any]:
+    """How many scored held-out lists give an 80% chance that a 95% interval excludes 0 if the
+    true difference were the observed mean: ``((z + z_power) * sd / |mean|)^2``, at least 2, with
+    ``sd`` the per-list spread of the differences (normal approximation). A rough guide: the
+    observed mean is itself uncertain, and seed-to-seed spread is not in it. None when the mean
+    is 0 (to rounding) or there is one list.
 
     >>> lists_needed(np.array([0.0, 1.0, 0.0, 1.0]))["lists_needed"]
-    6
+    11
     """
     if d.size < 2:
         return {"sd": None, "lists_needed": None}
     sd, mean = float(np.std(d, ddof=1)), float(np.mean(d))
-    need = None if abs(mean) < 1e-9 else int(np.ceil((z * sd / abs(mean)) ** 2))
+    need = None if abs(mean) < 1e-9 else max(2, int(np.ceil(((z + z_power) * sd / abs(mean)) ** 2)))
     return {"sd": sd, "lists_needed": need}
 
 
@@ -146,6 +148,14 @@ def _method_rows(agg: dict[str, Any]) -> list[list[str]]:
                 cells.append(_fmt(est["mean"]) + (f" ± {_fmt(est['seed_sd'])}" if est["seed_sd"] is not None else ""))
         rows.append(cells)
     return rows
+
+
+def _multiplicity(per_pair: dict[str, dict[str, Any]]) -> str:
+    """A line on how many intervals the table holds and how many would exclude 0 by chance."""
+    n = sum(len(per) for per in per_pair.values())
+    stars = sum(1 for per in per_pair.values() for d in per.values() if d["ci_low"] > 0 or d["ci_high"] < 0)
+    return (f"The table holds {n} intervals, {stars} marked *; at 95% about {n / 20:.1f} would exclude 0 by chance "
+            f"alone, with no real difference, so a lone * is weak evidence (no multiple-comparison correction).")
 
 
 def _needed_rows(agg: dict[str, Any]) -> list[list[str]]:
@@ -244,8 +254,8 @@ def _sweep_figure(sweeps: list[dict[str, Any]], collected: dict[str, Any], metri
             ax.plot(xs, means, color="#3182bd", marker="_", markersize=14)
             ax.set_xticks(range(len(sweep["points"])))
             ax.set_xlim(-0.5, len(sweep["points"]) - 0.5)
-            ax.set_xticklabels([f"{p['value']:g}" if isinstance(p["value"], (int, float)) else str(p["value"])
-                                for p in sweep["points"]], fontsize=8)
+            ax.set_xticklabels([str(p["value"]) if isinstance(p["value"], bool) or not isinstance(
+                p["value"], (int, float)) else f"{p['value']:g}" for p in sweep["points"]], fontsize=8)
             ax.set_xlabel(sweep["key"], fontsize=8)
             ax.set_title(m, fontsize=9)
     fig.tight_layout()
@@ -329,6 +339,8 @@ def write_summary(cfg: StudyConfig, seconds: float, command: str | None = None) 
     from rankalign.report.document import Figure, Para, Section, Table, render_html, render_markdown
 
     out = Path(cfg.output_dir)
+    if command is None and (out / "study.json").is_file():  # keep the command an earlier run recorded
+        command = _read(out / "study.json").get("command")
     labels = _read(out / "label_quality.json") if (out / "label_quality.json").is_file() else None
     split = _read(out / "split.json") if (out / "split.json").is_file() else None
     rm = _read(out / "reward_model.json") if (out / "reward_model.json").is_file() else None
@@ -362,11 +374,15 @@ def write_summary(cfg: StudyConfig, seconds: float, command: str | None = None) 
                 Para("a - b per held-out list (each side averaged over its finished seeds), bootstrapped over the "
                      "lists both were scored on: mean [95% CI] and sign-flip p-value; * = the interval excludes 0. "
                      "The pairs are the config's comparisons (the paper's ordering, ablations against the full "
-                     "method); pairs with an unfinished side are left out until it is computed."),
+                     "method); pairs with an unfinished side are left out until it is computed. "
+                     + _multiplicity(agg["head_to_head"])),
                 Table(["a - b", *agg["metrics"]], _paired_rows(agg, "head_to_head")),
-                Para("Scale needed: held-out lists a 95% interval would need to exclude 0 if the true difference "
-                     "were the one observed, (1.96 sd / |mean|)^2 with sd the per-list spread of the differences; "
-                     "now: the lists both sides were scored on. '—': no difference observed."),
+                Para("Scale needed: scored held-out lists for an 80% chance that a 95% interval excludes 0 if "
+                     "the true difference were the one observed, ((1.96 + 0.84) sd / |mean|)^2 with sd the per-list "
+                     "spread of the differences; now: the lists both sides were scored on (the ranking metrics skip "
+                     "tied lists, so a study needs more held-out lists than this). A rough guide: the observed "
+                     "difference is itself uncertain, and more lists do not remove the seed-to-seed spread. '—': "
+                     "no difference observed, or one list."),
                 Table(["a - b", *agg["metrics"]], _needed_rows(agg))], "head-to-head"))
         sweeps = sweep_points(cfg, agg)
         sweep_png = _sweep_figure(sweeps, collected, agg["metrics"])

@@ -4,7 +4,9 @@ Reference-model methods (DPO, DPO-PL, IPO, KTO, LiPO, SPO) compare the policy's 
 with those of a frozen reference. The reference never changes, so its log-prob of every
 response of the training (and evaluation) lists is computed once, before the first step, in
 batches under ``torch.no_grad`` (progress bar), and written to
-``output_dir/ref_logps/<split>.safetensors``; each list then carries its values
+``output_dir/ref_logps/<split>.safetensors`` (or, with ``ref_logps_dir``, to
+``<ref_logps_dir>/<fingerprint>.safetensors``, a folder runs on the same lists and reference
+share: a study's cells, LoRA seeds); each list then carries its values
 (``EncodedList.reference_logps``), the collator puts them in the batch
 (``reference_logps [B, M]``) and the trainer runs no reference forward at all — the frozen
 reference copy is freed (KTO keeps it: its z0 pairs each response with another list's
@@ -16,7 +18,8 @@ of the token ids of every list (so of the data, the chat template, the tokenizer
 truncation settings), of the reference weights (for LoRA the base weights, without the
 adapter), of their dtype, of the tokenisation settings and of whether prefix sharing was on.
 A file whose fingerprint differs is rebuilt; a run resumed with the same data and reference
-reads it back. Safetensors only: no pickle.
+reads it back. With several processes the main one decides whether the file is a hit, so all
+agree even when another run writes the shared file meanwhile. Safetensors only: no pickle.
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ def precompute_reference(trainer: Any, datasets: dict[str, Sequence[EncodedList]
     Returns:
         ``{split: "loaded" | "computed"}``.
     """
-    from accelerate.utils import gather_object
+    from accelerate.utils import broadcast_object_list, gather_object
 
     from rankalign.training.logps import ListCollator
 
@@ -178,7 +181,15 @@ def precompute_reference(trainer: Any, datasets: dict[str, Sequence[EncodedList]
         detach_all(items)  # never key or compute on values of an earlier call
         key = fingerprint(items, model_fp, settings)
         path = shared_path(shared_dir, key) if shared_dir else cache_path(output_dir, split)
-        values = load(path, key, items)
+        values = load(path, key, items) if acc.is_main_process else None
+        if acc.num_processes > 1:  # the main process decides hit or miss for all (a shared folder may
+            hit = [values is not None]  # gain the file between two processes' reads)
+            broadcast_object_list(hit)
+            if hit[0] and values is None:
+                values = load(path, key, items)
+                if values is None:
+                    raise RuntimeError(f"{path}: the main process read this reference log-prob cache, this "
+                                       f"process cannot; is output_dir on a file system every process sees?")
         if values is not None:
             print(f"reference log-probs of {len(items)} {split} list(s): read from {path}", flush=True)
             status[split] = "loaded"
