@@ -441,3 +441,28 @@ def test_lists_needed_by_hand():
     assert lists_needed(np.array([1.0, -1.0]))["lists_needed"] is None  # no difference observed
     assert lists_needed(np.array([0.3])) == {"sd": None, "lists_needed": None}
     assert lists_needed(np.array([0.1, 0.2, -0.3]))["lists_needed"] is None  # mean 0 up to rounding
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_cell_another_worker_holds_is_skipped(tmp_path, shared_data, monkeypatch, capsys):
+    """Two workers on one study (one per GPU): a cell locked by the other is left to it."""
+    import fcntl
+
+    from fakes import LetterEncoder
+    from rankalign.study import run as study_run
+
+    _, cfg, calls = _tiny_study(
+        tmp_path, monkeypatch, "workers",
+        data={"stackexchange": str(shared_data / "stackexchange"), "sites": ["coffee"], "train_lists": 3,
+              "test_lists": 2},
+        labels=["votes"], methods=["base", "sft"], seeds=[0],
+        eval={"max_new_tokens": 2, "max_length": 48, "max_prompt_length": 24, "bootstrap": 20})
+    lock = tmp_path / "work" / "locks" / "sft.seed-0.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a+") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+        study_run.run_study(cfg, encoder=LetterEncoder())
+        assert calls == ["base"]
+        assert "sft seed 0 taken by another worker, skipped" in capsys.readouterr().err
+    study_run.run_study(cfg, encoder=LetterEncoder())  # the other worker died without finishing: redone
+    assert calls == ["base", "sft"]

@@ -19,11 +19,12 @@ Models, checkpoints, the built lists and the reference log-prob cache shared by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -434,9 +435,36 @@ def _strip_prompts(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- the study
+@contextlib.contextmanager
+def _lock(path: Path, *, wait: bool) -> Iterator[bool]:
+    """An exclusive advisory lock on ``path`` (``flock``) while the block runs: yields whether it
+    was taken (``wait``: block until it is). The kernel releases it when the process ends, so a
+    killed worker leaves no stale lock. Without ``fcntl`` (Windows) every lock is granted."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX only
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def run_study(cfg: StudyConfig, *, encoder: Any = None, only_labels: bool = False,
               max_cells: int | None = None, breadth_first: bool = False, command: str | None = None) -> Path:
     """Run (or resume) the study; returns the output folder.
+
+    Several workers may run the same study at once (one per GPU): the preparation (label table,
+    split, reward model) runs under a lock that the others wait for, and each cell under its own
+    lock, so a worker skips the cells another is computing; a killed worker's locks are freed.
 
     Args:
         cfg: the study (:func:`rankalign.study.config.load_study_config`).
@@ -459,30 +487,37 @@ def run_study(cfg: StudyConfig, *, encoder: Any = None, only_labels: bool = Fals
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     encoder = encoder if encoder is not None else load_embedder(cfg.embedding_model)
-    groups = load_groups(cfg)
-    for g, recs in groups.items():
-        _say(f"{g}: {len(recs)} lists of >= {cfg.data.min_answers} responses")
-    measure_labels(cfg, groups, encoder)
-    if not only_labels:
-        train, test = prepare_data(cfg, groups)
-        _say(f"{len(train)} training lists, {len(test)} held-out lists ({cfg.data.domain})")
-        every = cells(cfg)
-        todo = [(s, seed) for s, seed in every if not is_done(cfg, s, seed)]
-        _say(f"{len(every) - len(todo)} of {len(every)} cells already done")
-        if breadth_first:
-            todo.sort(key=lambda cell: cfg.seeds.index(cell[1]))  # stable: config order within a seed
-        if max_cells is not None:
-            todo = todo[:max_cells]
-        if todo:
-            rm = reward_model(cfg, train, test)
-            phi = compute_phi(train, encoder, show_progress=False)
-            embed_fn = make_embed_fn(encoder)
-            for k, (spec, seed) in enumerate(todo, 1):
+    locks = cfg.work / "locks"
+    with _lock(locks / "prepare.lock", wait=True):
+        groups = load_groups(cfg)
+        for g, recs in groups.items():
+            _say(f"{g}: {len(recs)} lists of >= {cfg.data.min_answers} responses")
+        measure_labels(cfg, groups, encoder)
+        if not only_labels:
+            train, test = prepare_data(cfg, groups)
+            _say(f"{len(train)} training lists, {len(test)} held-out lists ({cfg.data.domain})")
+            every = cells(cfg)
+            todo = [(s, seed) for s, seed in every if not is_done(cfg, s, seed)]
+            _say(f"{len(every) - len(todo)} of {len(every)} cells already done")
+            if breadth_first:
+                todo.sort(key=lambda cell: cfg.seeds.index(cell[1]))  # stable: config order within a seed
+            if max_cells is not None:
+                todo = todo[:max_cells]
+            rm = reward_model(cfg, train, test) if todo else None
+    if not only_labels and todo:
+        phi = compute_phi(train, encoder, show_progress=False)
+        embed_fn = make_embed_fn(encoder)
+        for k, (spec, seed) in enumerate(todo, 1):
+            with _lock(locks / f"{spec.name}.seed-{seed}.lock", wait=False) as mine:
+                if not mine or is_done(cfg, spec, seed):
+                    _say(f"cell {k}/{len(todo)}: {spec.name} seed {seed} "
+                         + ("taken by another worker" if not mine else "finished by another worker") + ", skipped")
+                    continue
                 _say(f"cell {k}/{len(todo)}: {spec.name} seed {seed}")
                 t0 = time.perf_counter()
                 done = run_cell(cfg, spec, seed, train, rm, embed_fn, phi)
-                _say(f"cell {spec.name} seed {seed} done in {time.perf_counter() - t0:.0f} s: "
-                     + ", ".join(f"{m} {v:.3f}" for m, v in done["metrics"].items() if isinstance(v, (int, float))))
+            _say(f"cell {spec.name} seed {seed} done in {time.perf_counter() - t0:.0f} s: "
+                 + ", ".join(f"{m} {v:.3f}" for m, v in done["metrics"].items() if isinstance(v, (int, float))))
     write_summary(cfg, time.perf_counter() - t_start, command)
     _say(f"wrote {out / 'study.md'} and {out / 'study.html'}")
     return out
