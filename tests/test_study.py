@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -466,3 +467,44 @@ def test_a_cell_another_worker_holds_is_skipped(tmp_path, shared_data, monkeypat
         assert "sft seed 0 taken by another worker, skipped" in capsys.readouterr().err
     study_run.run_study(cfg, encoder=LetterEncoder())  # the other worker died without finishing: redone
     assert calls == ["base", "sft"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_OVERRIDES = {"train.max_steps": 1, "train.max_length": 48, "train.max_prompt_length": 24, "train.use_cpu": True,
+                  "eval.max_new_tokens": 2, "eval.max_length": 48, "eval.max_prompt_length": 24,
+                  "eval.bootstrap": 20, "reward_model.settings.max_steps": 1,
+                  "reward_model.settings.max_length": 48, "reward_model.settings.max_prompt_length": 24,
+                  "reward_model.settings.use_cpu": True}
+
+
+def _data_overrides(shared_data):
+    return {"data.stackexchange": str(shared_data / "stackexchange"),
+            "data.oasst1": str(shared_data / "oasst1" / "en_100_tree.jsonl")}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "study").glob("*.yaml")))
+def test_every_shipped_study_config_loads(name, shared_data):
+    from rankalign.study.config import load_study_config
+
+    cfg = load_study_config(REPO / "configs" / "study" / name, _data_overrides(shared_data))
+    assert cfg.method_specs() and cfg.seeds
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("name", ["smoke.yaml", "oasst1.yaml"])
+def test_shipped_small_configs_run_with_a_tiny_model(name, tmp_path, shared_data, monkeypatch):
+    """configs/study/smoke.yaml and oasst1.yaml as shipped, on a tiny random model and budget."""
+    from fakes import LetterEncoder
+    from rankalign.study import run as study_run
+    from rankalign.study.config import load_study_config
+    from training_tiny import save_tiny
+
+    overrides = {**_data_overrides(shared_data), **TINY_OVERRIDES, "model": str(save_tiny(tmp_path / "tiny")),
+                 "output_dir": str(tmp_path / "out"), "work_dir": str(tmp_path / "work"), "seeds": [0]}
+    if name == "oasst1.yaml":
+        overrides.update({"data.train_lists": 4, "data.test_lists": 3})
+    cfg = load_study_config(REPO / "configs" / "study" / name, overrides)
+    study_run.run_study(cfg, encoder=LetterEncoder())
+    summary = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert set(summary["aggregate"]["methods"]) == {m.name for m in cfg.method_specs()}
+    assert all(row["seeds"] == [0] for row in summary["aggregate"]["methods"].values())
