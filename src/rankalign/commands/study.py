@@ -16,7 +16,8 @@ def register(subparsers: Any) -> None:
                     "ranking rule agrees with human choices, train and evaluate every (method, seed) cell on "
                     "held-out lists (ranking accuracy, PrefHit@1, PrefRecall@3, reward), and write "
                     "OUTPUT_DIR/study.md + study.html + study.json + report/. Finished cells are never "
-                    "recomputed; a crash loses at most the cell in progress.",
+                    "recomputed; a crash loses at most the cell in progress. Several workers (one per GPU) may run "
+                    "the same study at once: each cell is locked by the worker computing it.",
     )
     p.add_argument("config", help="the study's YAML file")
     p.add_argument("--output-dir", default=None, help="override the YAML's output_dir")
