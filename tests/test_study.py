@@ -508,3 +508,52 @@ def test_shipped_small_configs_run_with_a_tiny_model(name, tmp_path, shared_data
     summary = json.loads((tmp_path / "out" / "study.json").read_text())
     assert set(summary["aggregate"]["methods"]) == {m.name for m in cfg.method_specs()}
     assert all(row["seeds"] == [0] for row in summary["aggregate"]["methods"].values())
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_spa_cell_runs_dpo_then_self_annotated_rounds(tmp_path, shared_data, monkeypatch):
+    """An SPA cell: DPO-BT on the training lists, then a round on their prompts; the last
+    round's model is the one evaluated."""
+    from fakes import LetterEncoder
+    from rankalign.study import run as study_run
+
+    _, cfg, calls = _tiny_study(
+        tmp_path, monkeypatch, "spa",
+        data={"stackexchange": str(shared_data / "stackexchange"), "sites": ["coffee"], "train_lists": 4,
+              "test_lists": 2},
+        labels=["votes"], seeds=[0], comparisons=[["spa", "dpo_bt"]],
+        methods=["base", "dpo_bt", {"name": "spa", "method": "spa",
+                                    "spa": {"rounds": 1, "max_new_tokens": 4, "spa_lambdas": "0.5"}}],
+        eval={"max_new_tokens": 2, "max_length": 48, "max_prompt_length": 24, "bootstrap": 20})
+    study_run.run_study(cfg, encoder=LetterEncoder())
+    assert calls == ["base", "dpo_bt", "spa"]
+    out = tmp_path / "out" / "cells" / "spa" / "seed-0"
+    summary = json.loads((out / "spa_summary.json").read_text())
+    assert summary["round_0"]["method"] == "dpo_bt" and summary["round_0"]["steps"] == 1
+    assert [r["round"] for r in summary["rounds"]] == [1] and summary["rounds"][0]["prompts"] == 4
+    evaluated = json.loads((out / "eval" / "metrics.json").read_text())["settings"]["model"]
+    assert evaluated == str(tmp_path / "work" / "cells" / "spa" / "seed-0" / "model" / "round-1")
+    assert json.loads((out / "done.json").read_text())["settings"]["spa"]["rounds"] == 1
+    study = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert "spa - dpo_bt" in study["aggregate"]["head_to_head"]
+
+
+def test_spa_entries_are_checked_before_any_work(tmp_path, shared_data):
+    from rankalign.study.config import load_study_config
+
+    cfg = tmp_path / "s.yaml"
+    data = {"stackexchange": str(shared_data / "stackexchange")}
+    cfg.write_text(yaml.safe_dump({"data": data, "methods": [
+        "base", {"name": "a", "method": "spa", "spa": {"prompts": "mine.txt"}},
+        {"name": "b", "method": "pro", "spa": {"rounds": 2}}]}))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    assert "(a): spa.prompts is set by the study" in text and "(b): an spa entry runs SPA; give it method: spa" in text
+    cfg.write_text(yaml.safe_dump({"data": data, "methods": ["base", {"name": "a", "method": "spa",
+                                                                      "spa": {"rounds": 0, "spa_lambdas": "x"}}]}))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(cfg)
+    text = str(err.value)
+    assert "methods (a): rounds: 0 must be >= 1" in text and "spa_lambdas: 'x'" in text
+    assert "no such file" not in text  # the seed set and prompts are written when the study starts

@@ -40,6 +40,9 @@ from rankalign.errors import ConfigError
 
 #: the method entry that trains nothing: the starting model, evaluated as it is
 BASE = "base"
+#: ``rankalign spa`` keys an SPA cell sets itself -> what they are
+SPA_RESERVED = {"data": "the training lists are the seed set", "prompts": "the rounds use the training prompts",
+                "output_dir": "the cell's work folder"}
 #: the keys of a ``labels`` entry given as a mapping
 LABEL_KEYS = ("name", "rule", "attributes")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -98,6 +101,9 @@ class StudyMethod:
     method: str | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    #: ``rankalign spa`` options (rounds, spa_lambdas, ...): the cell runs SPA — DPO on the training
+    #: lists, then self-annotated rounds on their prompts — instead of one training run
+    spa: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_base(self) -> bool:
@@ -176,14 +182,22 @@ def _method(entry: Any, where: str, problems: list[str]) -> StudyMethod | None:
         method = str(method).lower().replace("-", "_")
         if method not in available_losses():
             problems.append(f"{where} ({name}): unknown method {method!r}; registered: {', '.join(available_losses())}")
-    for key in ("hparams", "train"):
-        if not isinstance(entry.get(key, {}), dict):
+    for key in ("hparams", "train", "spa"):
+        if not isinstance(entry.get(key) or {}, dict):
             problems.append(f"{where} ({name}): {key} must be a mapping")
             return None
-    if method is None and (entry.get("hparams") or entry.get("train")):
-        problems.append(f"{where} ({name}): base trains nothing; remove hparams/train")
+    if method is None and (entry.get("hparams") or entry.get("train") or entry.get("spa")):
+        problems.append(f"{where} ({name}): base trains nothing; remove hparams/train/spa")
+    spa = dict(entry.get("spa") or {})
+    if "spa" in entry and method != "spa":
+        problems.append(f"{where} ({name}): an spa entry runs SPA; give it method: spa (list-wise SPA: "
+                        f"spa: {{spa_list_size: 4, spa_list_method: pro}})")
+    for key in SPA_RESERVED:
+        if key in spa:
+            problems.append(f"{where} ({name}): spa.{key} is set by the study ({SPA_RESERVED[key]}); remove it")
+            spa.pop(key)
     return StudyMethod(name=name, method=method, hparams=dict(entry.get("hparams") or {}),
-                       train=dict(entry.get("train") or {}))
+                       train=dict(entry.get("train") or {}), spa=spa)
 
 
 def _problems(cfg: StudyConfig) -> list[str]:
@@ -307,16 +321,21 @@ def _sweep_problems(cfg: StudyConfig) -> list[str]:
 def _run_config_problems(cfg: StudyConfig) -> list[str]:
     """Every cell's training config and the reward model's, built now: a typo in ``train``,
     ``hparams`` or ``reward_model.settings`` is reported before hours of work, not when its cell runs."""
-    from rankalign.study.run import reward_settings, train_config
+    from rankalign.iterative.spa import build_run
+    from rankalign.study.run import reward_settings, spa_values, train_config
 
     out = []
     for spec in cfg.method_specs():
         if spec.is_base:
             continue
         try:
-            train_config(cfg, spec, cfg.seeds[0], cfg.work / "check")
+            if spec.spa:  # the seed set and prompts files are written when the study starts: not checked here
+                build_run(spa_values(cfg, spec, cfg.seeds[0], cfg.work / "check"))
+            else:
+                train_config(cfg, spec, cfg.seeds[0], cfg.work / "check")
         except ConfigError as exc:
-            out += [f"methods ({spec.name}): {p}" for p in exc.problems]
+            out += [f"methods ({spec.name}): {p}" for p in exc.problems
+                    if not (spec.spa and p.startswith(("data: no such file", "prompts: no such file")))]
     if not out:
         out += _sweep_problems(cfg)
     if "reward" in cfg.eval.metrics and not cfg.reward_model.path:

@@ -346,6 +346,19 @@ def setting_value(cfg: StudyConfig, spec: StudyMethod, key: str) -> Any:
     return effective_settings(cfg, spec)[key.replace("-", "_")]
 
 
+def spa_values(cfg: StudyConfig, spec: StudyMethod, seed: int, output_dir: Path) -> dict[str, Any]:
+    """The ``rankalign spa`` keys of an SPA cell: the cell's training keys (every phase trains
+    ``max_steps``), its ``spa`` options, the training lists as the seed set and their prompts
+    as the rounds' prompts (every method sees the same data)."""
+    values = {k: v for k, v in train_values(cfg, spec, seed).items() if k != "method"}
+    return {**values, **spec.spa, "data": str(cfg.work / "data" / "train.jsonl"),
+            "prompts": str(spa_prompts_path(cfg)), "output_dir": str(output_dir)}
+
+
+def spa_prompts_path(cfg: StudyConfig) -> Path:
+    return cfg.work / "data" / "spa_prompts.jsonl"
+
+
 def cell_settings(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, Any]:
     """What a cell's result depends on (stored in its ``done.json``, compared on resume)."""
     from dataclasses import asdict
@@ -354,6 +367,7 @@ def cell_settings(cfg: StudyConfig, spec: StudyMethod, seed: int) -> dict[str, A
     if "reward" in cfg.eval.metrics:
         reward = cfg.reward_model.path or reward_settings(cfg)
     return _jsonable({"train": None if spec.is_base else train_values(cfg, spec, seed),
+                      **({"spa": spec.spa} if spec.spa else {}),
                       "model": cfg.model, "embedding_model": cfg.embedding_model, "eval": asdict(cfg.eval),
                       "reward_model": reward})
 
@@ -395,7 +409,16 @@ def run_cell(cfg: StudyConfig, spec: StudyMethod, seed: int, train: list[Any], r
     out.mkdir(parents=True)
     timings: dict[str, float] = {}
     model_path = cfg.model
-    if not spec.is_base:
+    if spec.spa:
+        t0 = time.perf_counter()
+        final = _run_spa_cell(cfg, spec, seed, train, work / "model")
+        timings["train"] = time.perf_counter() - t0
+        model_path = str(final)
+        shutil.copy2(work / "model" / "spa_summary.json", out / "spa_summary.json")
+        for name in ("rankalign_config.json", "train_log.jsonl"):  # the last round's
+            if (final / name).is_file():
+                shutil.copy2(final / name, out / name)
+    elif not spec.is_base:
         config = train_config(cfg, spec, seed, work / "model")
         t0 = time.perf_counter()
         result = train_policy(config, _ranked_copies(train, config, phi))
@@ -422,6 +445,21 @@ def run_cell(cfg: StudyConfig, spec: StudyMethod, seed: int, train: list[Any], r
             "metrics": {k: v["mean"] for k, v in metrics.items()}, "settings": cell_settings(cfg, spec, seed)}
     _write_json(done, out / "done.json")
     return done
+
+
+def _run_spa_cell(cfg: StudyConfig, spec: StudyMethod, seed: int, train: list[Any], folder: Path) -> Path:
+    """SPA (Kim et al., arXiv:2406.04412) as one cell: DPO on the training lists, then
+    ``rounds`` rounds that sample answers to the training prompts, label them with the
+    model's implicit reward and refine-train; returns the last round's model folder."""
+    from rankalign.data.io import write_jsonl
+    from rankalign.iterative.spa import build_run, run_spa
+
+    path = spa_prompts_path(cfg)
+    if not path.is_file():
+        write_jsonl([{"id": r.id, "prompt": r.prompt} for r in train], path)
+    run = build_run(spa_values(cfg, spec, seed, folder))
+    run_spa(run, show_progress=False)
+    return folder / f"round-{run.options.rounds}"
 
 
 def _strip_prompts(path: Path) -> None:
