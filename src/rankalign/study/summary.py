@@ -136,17 +136,18 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def _mean_sd(est: dict[str, Any] | None) -> str:
+    """``mean ± seed sd`` of a method-table entry, ``—`` when the method has no finished seed."""
+    if est is None:
+        return "—"
+    return _fmt(est["mean"]) + (f" ± {_fmt(est['seed_sd'])}" if est["seed_sd"] is not None else "")
+
+
 def _method_rows(agg: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, row in agg["methods"].items():
         cells = [name, f"{len(row['seeds'])}" + (f" (+{len(row['pending'])} pending)" if row["pending"] else "")]
-        for m in agg["metrics"]:
-            est = row.get(m)
-            if est is None:
-                cells.append("—")
-            else:
-                cells.append(_fmt(est["mean"]) + (f" ± {_fmt(est['seed_sd'])}" if est["seed_sd"] is not None else ""))
-        rows.append(cells)
+        rows.append(cells + [_mean_sd(row.get(m)) for m in agg["metrics"]])
     return rows
 
 
@@ -267,12 +268,8 @@ def _sweep_rows(sweeps: list[dict[str, Any]], metrics: list[str]) -> list[list[s
     for sweep in sweeps:
         for p in sweep["points"]:
             r = p["row"] or {"seeds": [], "pending": []}
-            cells = [f"{sweep['key']} = {p['value']}", p["method"], str(len(r["seeds"]))]
-            for m in metrics:
-                est = r.get(m)
-                cells.append("—" if est is None else _fmt(est["mean"]) + (
-                    f" ± {_fmt(est['seed_sd'])}" if est["seed_sd"] is not None else ""))
-            rows.append(cells)
+            rows.append([f"{sweep['key']} = {p['value']}", p["method"], str(len(r["seeds"])),
+                         *[_mean_sd(r.get(m)) for m in metrics]])
     return rows
 
 
