@@ -536,6 +536,8 @@ def test_spa_cell_runs_dpo_then_self_annotated_rounds(tmp_path, shared_data, mon
     assert json.loads((out / "done.json").read_text())["settings"]["spa"]["rounds"] == 1
     study = json.loads((tmp_path / "out" / "study.json").read_text())
     assert "spa - dpo_bt" in study["aggregate"]["head_to_head"]
+    # the seed DPO read DPO-BT's reference log-probs; round 1 (its own data and reference) added one file
+    assert len(list((tmp_path / "work" / "ref_logps").glob("*.safetensors"))) == 2
 
 
 def test_spa_entries_are_checked_before_any_work(tmp_path, shared_data):

@@ -352,7 +352,8 @@ def spa_values(cfg: StudyConfig, spec: StudyMethod, seed: int, output_dir: Path)
     as the rounds' prompts (every method sees the same data)."""
     values = {k: v for k, v in train_values(cfg, spec, seed).items() if k != "method"}
     return {**values, **spec.spa, "data": str(cfg.work / "data" / "train.jsonl"),
-            "prompts": str(spa_prompts_path(cfg)), "output_dir": str(output_dir)}
+            "prompts": str(spa_prompts_path(cfg)), "output_dir": str(output_dir),
+            "ref_logps_dir": str(cfg.work / "ref_logps")}  # the seed DPO shares DPO-BT's cache
 
 
 def spa_prompts_path(cfg: StudyConfig) -> Path:
