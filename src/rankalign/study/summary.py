@@ -200,8 +200,13 @@ def _figure(agg: dict[str, Any], collected: dict[str, Any]) -> bytes | None:
     if not metrics or not names:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
+    # a few methods: the metrics side by side; many: fewer panels a row, each wide enough to read
+    cols = len(metrics) if len(names) <= 6 else 2 if len(names) <= 12 else 1
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.2, 0.34 * len(names)) * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, m in zip(axes.flat, metrics):
         for k, n in enumerate(names):
             vals = [ps[m] for ps in collected[n]["per_seed"] if m in ps]
             if not vals:
