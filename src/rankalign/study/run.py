@@ -325,12 +325,7 @@ def effective_settings(cfg: StudyConfig, spec: StudyMethod) -> dict[str, Any]:
 
     config = train_config(cfg, spec, cfg.seeds[0], cfg.work / "check")
     out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _PER_CELL}
-    for f in dataclasses.fields(get_loss_class(spec.method).hyperparams):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-    out.update(config.hparams)
+    out.update({f.name: config.hparam(f.name) for f in dataclasses.fields(get_loss_class(spec.method).hyperparams)})
     return out
 
 
@@ -353,7 +348,12 @@ def spa_values(cfg: StudyConfig, spec: StudyMethod, seed: int, output_dir: Path)
     values = {k: v for k, v in train_values(cfg, spec, seed).items() if k != "method"}
     return {**values, **spec.spa, "data": str(cfg.work / "data" / "train.jsonl"),
             "prompts": str(spa_prompts_path(cfg)), "output_dir": str(output_dir),
-            "ref_logps_dir": str(cfg.work / "ref_logps")}  # the seed DPO shares DPO-BT's cache
+            "ref_logps_dir": str(ref_logps_dir(cfg))}  # the seed DPO shares DPO-BT's cache
+
+
+def ref_logps_dir(cfg: StudyConfig) -> Path:
+    """The reference log-prob cache every cell shares (files keyed by data + reference weights)."""
+    return cfg.work / "ref_logps"
 
 
 def spa_prompts_path(cfg: StudyConfig) -> Path:
@@ -379,7 +379,7 @@ def train_config(cfg: StudyConfig, spec: StudyMethod, seed: int, output_dir: Pat
     # one reference log-prob cache for the whole study: its files are keyed by data + reference
     # weights, so every reference method and seed on the same lists computes it once
     return load_config(None, {**train_values(cfg, spec, seed), "output_dir": str(output_dir),
-                              "ref_logps_dir": str(cfg.work / "ref_logps")})
+                              "ref_logps_dir": str(ref_logps_dir(cfg))})
 
 
 def _ranked_copies(records: list[Any], config: Any, phi: list[np.ndarray] | None) -> list[Any]:
