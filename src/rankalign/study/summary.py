@@ -68,9 +68,7 @@ def _seed_mean(values: list[dict[str, dict[str, float]]], metric: str) -> dict[s
 
 
 def aggregate(cfg: StudyConfig, collected: dict[str, Any], n_boot: int) -> dict[str, Any]:
-    """Method table and paired differences (``study.json``'s ``methods`` and ``paired``)."""
-    from rankalign.evaluation.compare import paired_difference
-
+    """Method table and paired differences (``study.json``'s ``methods``, ``paired`` and ``head_to_head``)."""
     metrics = _metrics_of(collected, cfg.eval.k)
     names = [s.name for s in cfg.method_specs()]
     baseline = cfg.baseline or (names[0] if names else None)
@@ -83,36 +81,33 @@ def aggregate(cfg: StudyConfig, collected: dict[str, Any], n_boot: int) -> dict[
                 row[m] = {"mean": float(np.mean(vals)), "seed_sd": float(np.std(vals, ddof=1)) if len(vals) > 1
                           else None, "n_seeds": len(vals)}
         table[name] = row
-    paired: dict[str, Any] = {}
     base = collected.get(baseline or "")
-    if base and base["values"]:
-        for name, e in collected.items():
-            if name == baseline or not e["values"]:
-                continue
-            paired[name] = {}
-            for m in metrics:
-                a, b = _seed_mean(e["values"], m), _seed_mean(base["values"], m)
-                ids = sorted(set(a) & set(b))
-                if ids:
-                    paired[name][m] = paired_difference([a[i] for i in ids], [b[i] for i in ids], n_boot=n_boot)
-    head_to_head: dict[str, Any] = {}
-    for a_name, b_name in cfg.comparisons:
-        a, b = collected.get(a_name), collected.get(b_name)
-        if not (a and b and a["values"] and b["values"]):
-            continue  # a side not computed yet
-        key = f"{a_name} - {b_name}"
-        head_to_head[key] = {}
-        for m in metrics:
-            va, vb = _seed_mean(a["values"], m), _seed_mean(b["values"], m)
-            ids = sorted(set(va) & set(vb))
-            if ids:
-                d = np.array([va[i] - vb[i] for i in ids])
-                head_to_head[key][m] = {**paired_difference(d, np.zeros_like(d), n_boot=n_boot),
-                                        **lists_needed(d)}
+    paired = ({name: _differences(e, base, metrics, n_boot) for name, e in collected.items()
+               if name != baseline and e["values"]} if base and base["values"] else {})
+    head_to_head = {f"{a} - {b}": _differences(collected[a], collected[b], metrics, n_boot, with_needed=True)
+                    for a, b in cfg.comparisons
+                    if collected.get(a, {}).get("values") and collected.get(b, {}).get("values")}  # both computed
     lists = {m: max((len(v.get(m, {})) for e in collected.values() for v in e["values"]), default=0)
              for m in metrics}
     return {"metrics": metrics, "baseline": baseline, "methods": table, "paired": paired,
             "head_to_head": head_to_head, "lists": lists}
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], metrics: list[str], n_boot: int, *,
+                 with_needed: bool = False) -> dict[str, Any]:
+    """``a - b`` per metric over the held-out lists both scored, each side averaged over its seeds:
+    :func:`~rankalign.evaluation.compare.paired_difference` (+ :func:`lists_needed`)."""
+    from rankalign.evaluation.compare import paired_difference
+
+    out = {}
+    for m in metrics:
+        va, vb = _seed_mean(a["values"], m), _seed_mean(b["values"], m)
+        ids = sorted(set(va) & set(vb))
+        if ids:
+            out[m] = paired_difference([va[i] for i in ids], [vb[i] for i in ids], n_boot=n_boot)
+            if with_needed:
+                out[m].update(lists_needed(np.array([va[i] - vb[i] for i in ids])))
+    return out
 
 
 def lists_needed(d: np.ndarray, z: float = 1.96, z_power: float = 0.8416) -> dict[str, Any]:
