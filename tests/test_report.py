@@ -9,13 +9,14 @@ import math
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rankalign.errors import UserError
-from rankalign.report import ReportOptions, ablation_parts, build_report, detect_sweeps, load_runs
+from rankalign.report import ReportOptions, ablation_parts, build_report, detect_sweeps, load_runs, plots
 from rankalign.report.build import build_sections, sweep_lines
 
 EVIL = "<script>alert('x')</script> & | done"
@@ -163,6 +164,32 @@ def _build(tmp_path, **kw):
     runs.append(make_run(tmp_path, "alpha0.01-no_perco", per_example=metrics_of(0.1, 0.2), generation=EVIL))
     opts = ReportOptions(out=str(tmp_path / "rep"), bootstrap=100, **kw)
     return build_report(runs, opts)
+
+
+def test_training_curves_group_a_study_by_seed(monkeypatch):
+    """A study's many cells are drawn as one line per method (mean of its seeds), legend outside."""
+    assert plots.seed_groups(["a/seed-0", "a/seed-1", "b/seed-0", "c"]) == {
+        "a": ["a/seed-0", "a/seed-1"], "b": ["b/seed-0"], "c": ["c"]}
+    curves = {f"m{g}/seed-{s}": {"loss": [(1.0, g + s), (2.0, g + 2 * s)]} for g in range(6) for s in range(3)}
+    drawn: list[tuple[str, list[float]]] = []
+    import matplotlib.axes
+
+    real_plot = matplotlib.axes.Axes.plot
+
+    def spy(ax, xs, ys, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(ys)))
+        return real_plot(ax, xs, ys, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. tight_layout giving up under an oversized legend
+        png = plots.training_curves(curves)
+    assert png.startswith(b"\x89PNG")
+    assert [label for label, _ in drawn] == [f"m{g} (mean of 3)" for g in range(6)]
+    assert drawn[2][1] == pytest.approx([2 + 1, 2 + 2])  # mean over seeds 0-2 of (2 + s, 2 + 2s)
+    drawn.clear()
+    plots.training_curves({k: curves[k] for k in list(curves)[:4]})  # few runs: one line each
+    assert [label for label, _ in drawn] == list(curves)[:4]
 
 
 def test_report_files_escaped_and_self_contained(tmp_path):

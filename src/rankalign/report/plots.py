@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,37 +35,95 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+#: above this many runs the curves are drawn per seed group (runs named ``<group>/seed-<n>``, as a
+#: study names its cells): the group's mean per step, with the min-max over its seeds as a band
+MAX_RUN_LINES = 12
+
+
+def seed_groups(names: Sequence[str]) -> dict[str, list[str]]:
+    """Run names grouped by what precedes a trailing ``/seed-<n>`` (a name without one is its own group)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(re.sub(r"/seed-\d+$", "", name), []).append(name)
+    return groups
+
+
+def _pooled(series: Sequence[Sequence[tuple[float, float]]]) -> tuple[np.ndarray, ...]:
+    """Steps, mean, min and max over several ``[(step, value), ...]`` series, per step logged by any."""
+    at: dict[float, list[float]] = {}
+    for pts in series:
+        for x, y in pts:
+            at.setdefault(x, []).append(y)
+    xs = sorted(at)
+    return (np.asarray(xs), np.asarray([np.mean(at[x]) for x in xs]), np.asarray([min(at[x]) for x in xs]),
+            np.asarray([max(at[x]) for x in xs]))
+
+
+def _symlog_if_spread(ax: Any) -> None:
+    """A symmetric-log y axis when the lines' scales differ by orders of magnitude (e.g. PRO's summed
+    loss against DPO's), so that the small ones are not flattened onto zero."""
+    ys = np.abs(np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()] or [[]]))
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    if ys.size and ys.max() > 50 * np.median(ys):
+        ax.set_yscale("symlog", linthresh=float(max(np.median(ys), 1e-3)))
+        ax.set_title(f"{ax.get_title()} (symlog)", fontsize=10)
+
+
 def training_curves(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
                     eval_loss: Mapping[str, Sequence[tuple[float, float]]] | None = None) -> bytes:
-    """One panel per :data:`CURVE_PANELS` key; one line per run.
+    """One panel per :data:`CURVE_PANELS` key; one line per run, or per seed group when there are
+    more than :data:`MAX_RUN_LINES` runs and grouping makes fewer lines (then eval losses are left
+    out and one legend sits under the panels).
 
     Args:
         curves: run name -> panel key -> ``[(step, value), ...]``.
         eval_loss: run name -> ``[(step, eval_loss), ...]``, drawn dashed on the loss panel.
     """
     plt = _pyplot()
+    groups = seed_groups(list(curves))
+    grouped = len(curves) > MAX_RUN_LINES and len(groups) < len(curves)
+    if not grouped:
+        groups = {run: [run] for run in curves}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ("-", "--", ":", "-.")
+
+    def look(i: int) -> dict[str, Any]:
+        return {"color": colours[i % len(colours)], "ls": styles[(i // len(colours)) % len(styles)]}
+
     for ax, (key, title) in zip(axes.ravel(), CURVE_PANELS):
         drawn = False
-        for i, (run, panels) in enumerate(curves.items()):
-            pts = panels.get(key) or []
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, label=run, color=colours[i % len(colours)], lw=1.4)
+        for i, (label, runs) in enumerate(groups.items()):
+            series = [curves[run].get(key) or [] for run in runs]
+            series = [pts for pts in series if pts]
+            if series:
+                xs, mean, lo, hi = _pooled(series)
+                if len(series) > 1 and len(groups) <= 8:  # more bands than that blur into one
+                    ax.fill_between(xs, lo, hi, color=look(i)["color"], alpha=0.12, lw=0)
+                n = f" (mean of {len(series)})" if grouped and len(series) > 1 else ""
+                ax.plot(xs, mean, label=f"{label}{n}", lw=1.4, **look(i))
                 drawn = True
-            if key == "loss" and eval_loss and eval_loss.get(run):
-                xs, ys = zip(*eval_loss[run])
-                ax.plot(xs, ys, ls="--", marker="o", ms=3, color=colours[i % len(colours)], label=f"{run} (eval)")
+            if not grouped and key == "loss" and eval_loss and eval_loss.get(label):
+                xs, ys = zip(*eval_loss[label])
+                ax.plot(xs, ys, ls="--", marker="o", ms=3, color=look(i)["color"], label=f"{label} (eval)")
                 drawn = True
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if drawn:
+        _symlog_if_spread(ax)
+        if drawn and not grouped:
             ax.legend(fontsize=7)
-        else:
+        elif not drawn:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
+    if grouped:  # one legend for all panels, below them (a figure of many groups stays readable)
+        handles: dict[str, Any] = {}
+        for ax in axes.ravel():
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        labels = list(handles)
+        fig.legend([handles[lab] for lab in labels], labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(4, len(labels)), fontsize=7, frameon=False)
     return _png(fig)
 
 
@@ -119,7 +178,8 @@ def correlation_heatmaps(names: Sequence[str], matrices: Mapping[str, Sequence[S
         cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#cccccc")
         im = ax.imshow(np.ma.masked_invalid(arr), cmap=cmap, vmin=-1, vmax=1)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
+        # the panels share their rows: labelled once, on the left, so they never overlap the next panel
+        ax.set_yticks(range(len(names)), names if ax is axes.ravel()[0] else [], fontsize=8)
         for i in range(len(names)):
             for j in range(len(names)):
                 v = arr[i, j]
