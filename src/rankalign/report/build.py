@@ -200,7 +200,9 @@ def _curves_section(runs: Sequence[Run], data: dict[str, Any]) -> Section | None
                "runtime (s)"], rows, "From each run's train_log.jsonl"),
         Figure("training_curves.png", plots.training_curves(curves, evals),
                "Training loss, reward accuracy, reward margin and pairwise ranking accuracy per logged step "
-               "(rewards: beta * (log pi - log pi_ref), or the token-mean log-prob for reference-free methods)",
+               "(rewards: beta * (log pi - log pi_ref), or the token-mean log-prob for reference-free methods); "
+               f"more than {plots.MAX_RUN_LINES} runs named <name>/seed-<n> are drawn one line per name, the mean "
+               "over its seeds",
                "training curves"),
     ], "curves")
 

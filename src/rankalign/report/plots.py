@@ -37,6 +37,7 @@ def _png(fig: Any) -> bytes:
 
 #: above this many runs the curves are drawn per seed group (runs named ``<group>/seed-<n>``, as a
 #: study names its cells): the group's mean per step, with the min-max over its seeds as a band
+#: when there are at most 8 groups (more bands blur into one)
 MAX_RUN_LINES = 12
 
 
